@@ -1,0 +1,212 @@
+"""Feature rows for LightFM: one function builds them for training and for serving.
+
+A row has one column per known id (the indicator, when indicators are on for that side) followed by one
+column per feature name seen in training. Keeping a single builder is what guarantees that a row
+computed at request time is normalised exactly like the rows the model was trained on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+ROW_NORMS = ("features", "together", "none")
+MAX_ID_LENGTH = 256
+MAX_FEATURE_LENGTH = 256
+
+
+def normalize_id(value: object) -> str:
+    """Return the canonical string form of an external id (5 and "5" are the same id)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"id must be a string or an integer, got {value!r}")
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    raise ValueError(f"id must be a string or an integer, got {value!r}")
+
+
+def check_weight(name: str, weight: object) -> float:
+    """Return the weight as a float, or raise ValueError if it is not a finite number."""
+    if isinstance(weight, (bool, np.bool_)) or not isinstance(weight, (int, float, np.integer, np.floating)):
+        raise ValueError(f"weight of feature {name!r} must be a number, got {weight!r}")
+    value = float(weight)
+    if not math.isfinite(value):
+        raise ValueError(f"weight of feature {name!r} must be finite, got {value}")
+    return value
+
+
+def build_rows(
+    n_rows: int,
+    n_columns: int,
+    indicator_columns: np.ndarray,
+    feature_rows: np.ndarray,
+    feature_columns: np.ndarray,
+    feature_weights: np.ndarray,
+    row_norm: str,
+) -> sp.csr_matrix:
+    """Assemble float32 CSR feature rows from indicator columns and (row, column, weight) triples.
+
+    indicator_columns[r] is the indicator column of row r, or -1 when the row has none. Repeated
+    (row, column) pairs are summed. row_norm decides how weights are scaled within a row:
+    "features" keeps the indicator at 1 and scales the features to sum (in absolute value) to 1,
+    "together" scales indicator and features jointly to sum to 1, "none" leaves them as given.
+    """
+    if row_norm not in ROW_NORMS:
+        raise ValueError(f"row_norm must be one of {ROW_NORMS}, got {row_norm!r}")
+    feats = sp.csr_matrix(
+        (np.asarray(feature_weights, dtype=np.float64), (feature_rows, feature_columns)),
+        shape=(n_rows, n_columns),
+    )
+    feats.sum_duplicates()
+    if row_norm == "features":
+        feats = _scale_rows(feats)
+    has_indicator = indicator_columns >= 0
+    ind_rows = np.flatnonzero(has_indicator)
+    indicators = sp.csr_matrix(
+        (np.ones(len(ind_rows)), (ind_rows, indicator_columns[has_indicator])), shape=(n_rows, n_columns)
+    )
+    rows = (feats + indicators).tocsr()
+    if row_norm == "together":
+        rows = _scale_rows(rows)
+    rows.eliminate_zeros()
+    rows.sort_indices()
+    out = rows.astype(np.float32)
+    out.indices = out.indices.astype(np.int32)
+    out.indptr = out.indptr.astype(np.int32)
+    return out
+
+
+def _scale_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """Divide each row by the sum of its absolute weights (rows that sum to 0 are left alone)."""
+    sums = np.asarray(abs(matrix).sum(axis=1)).ravel()
+    sums[sums == 0] = 1.0
+    return sp.diags(1.0 / sums) @ matrix
+
+
+@dataclass
+class FeatureSpace:
+    """The columns of one side (users or items): known ids, then feature names seen in training."""
+
+    ids: np.ndarray
+    feature_names: np.ndarray
+    indicator: bool
+    row_norm: str
+    id_index: dict = field(init=False, repr=False)
+    feature_index: dict = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.ids = np.asarray(self.ids, dtype=object)
+        self.feature_names = np.asarray(self.feature_names, dtype=object)
+        self.id_index = {k: i for i, k in enumerate(self.ids)}
+        if len(self.id_index) != len(self.ids):
+            raise ValueError("ids must be unique")
+        self.feature_index = {k: i for i, k in enumerate(self.feature_names)}
+
+    @property
+    def n_ids(self) -> int:
+        """Number of known ids."""
+        return len(self.ids)
+
+    @property
+    def feature_offset(self) -> int:
+        """Column of the first named feature (after the indicator block, if any)."""
+        return self.n_ids if self.indicator else 0
+
+    @property
+    def n_columns(self) -> int:
+        """Width of a feature row."""
+        return self.feature_offset + len(self.feature_names)
+
+    def matrix(self, features: pd.DataFrame | None, id_column: str) -> tuple[sp.csr_matrix, Counter]:
+        """Rows for every known id, in id order, from long-form features (id, feature, weight).
+
+        Returns the matrix and a Counter of the feature names that were ignored because they are not
+        in this space. Rows of ids that are not known are not part of the result.
+        """
+        n = self.n_ids
+        if features is None or len(features) == 0:
+            rows = cols = np.zeros(0, dtype=np.int64)
+            weights = np.zeros(0)
+            ignored: Counter = Counter()
+        else:
+            ids = features[id_column].map(normalize_id)
+            row_idx = ids.map(self.id_index)
+            keep_id = row_idx.notna().to_numpy()
+            names = features["feature"].astype(str)
+            col_idx = names.map(self.feature_index)
+            keep = keep_id & col_idx.notna().to_numpy()
+            ignored = Counter(names[keep_id & ~keep].tolist())
+            weights = _weights(features)[keep]
+            rows = row_idx[keep].to_numpy(dtype=np.int64)
+            cols = col_idx[keep].to_numpy(dtype=np.int64) + self.feature_offset
+        ind = np.arange(n) if self.indicator else np.full(n, -1)
+        return build_rows(n, self.n_columns, ind, rows, cols, weights, self.row_norm), ignored
+
+    def rows(self, entities: Sequence[tuple[str | None, Mapping[str, float] | None]]) -> tuple[sp.csr_matrix, Counter]:
+        """Rows for (id, features) pairs at serving time; an id that is not known gets no indicator."""
+        ind = np.full(len(entities), -1)
+        rows: list[int] = []
+        cols: list[int] = []
+        weights: list[float] = []
+        ignored: Counter = Counter()
+        offset = self.feature_offset
+        for r, (entity_id, feats) in enumerate(entities):
+            if self.indicator and entity_id is not None:
+                ind[r] = self.id_index.get(entity_id, -1)
+            for name, weight in (feats or {}).items():
+                w = check_weight(name, weight)
+                col = self.feature_index.get(name)
+                if col is None:
+                    ignored[name] += 1
+                    continue
+                rows.append(r)
+                cols.append(col + offset)
+                weights.append(w)
+        matrix = build_rows(
+            len(entities), self.n_columns, ind, np.asarray(rows, dtype=np.int64),
+            np.asarray(cols, dtype=np.int64), np.asarray(weights), self.row_norm,
+        )
+        return matrix, ignored
+
+
+def _weights(frame: pd.DataFrame) -> np.ndarray:
+    """The weight column as float64 (1.0 when absent); ValueError on NaN, inf or non-numbers."""
+    if "weight" not in frame.columns:
+        return np.ones(len(frame))
+    try:
+        weights = pd.to_numeric(frame["weight"], errors="raise").to_numpy(dtype=np.float64)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"weight column must be numeric: {exc}") from None
+    bad = ~np.isfinite(weights)
+    if bad.any():
+        raise ValueError(f"weight column has {int(bad.sum())} NaN or infinite value(s)")
+    return weights
+
+
+def frame_weights(frame: pd.DataFrame) -> np.ndarray:
+    """Public alias of the weight validation used for interactions and features alike."""
+    return _weights(frame)
+
+
+def vocabulary(features: pd.DataFrame | None, id_column: str, known_ids: Iterable[str]) -> np.ndarray:
+    """Sorted feature names that occur on known ids (features only unknown ids have are never trained)."""
+    if features is None or len(features) == 0:
+        return np.zeros(0, dtype=object)
+    for col in (id_column, "feature"):
+        if col not in features.columns:
+            raise ValueError(f"feature frame needs a {col!r} column, has {list(features.columns)}")
+    ids = features[id_column].map(normalize_id)
+    known = ids.isin(set(known_ids))
+    names = features.loc[known, "feature"].astype(str)
+    if (names == "").any():
+        raise ValueError("feature names must not be empty")
+    return np.asarray(sorted(set(names)), dtype=object)

@@ -1,0 +1,512 @@
+"""LFMRecommender: LightFM with id maps, indicator features, and online prediction for all 16 cases.
+
+Known/unknown users and items, with and without features, are handled as the table in the README
+describes. Scores are LightFM's own: score = user_row @ U · item_row @ V + user_row @ bu + item_row @ bi,
+computed with precomputed item representations so that a request costs one matrix-vector product.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from cachetools import LRUCache
+from lightfm import LightFM
+
+from .errors import NotFittedError, UnknownUserError
+from .features import ROW_NORMS, FeatureSpace, frame_weights, normalize_id, vocabulary
+
+log = logging.getLogger(__name__)
+
+INDICATORS = {"both": (True, True), "users": (True, False), "items": (False, True), False: (False, False)}
+LIGHTFM_PARAMS = (
+    "no_components", "k", "n", "learning_schedule", "loss", "learning_rate", "rho", "epsilon",
+    "item_alpha", "user_alpha", "max_sampled",
+)
+STRATEGY_PERSONALIZED = "personalized"  # known user (cases I, II, V, VI, IX, X)
+STRATEGY_FEATURES = "features"  # unknown user scored through its features (III, VII, XI)
+STRATEGY_POPULAR = "popular"  # nothing usable known about the user (IV, VIII, XII)
+
+ItemFeatures = Mapping[str, Mapping[str, float]]
+
+
+@dataclass
+class Scored:
+    """Scores of one request before they become a Series or a top-N list."""
+
+    known_idx: np.ndarray | None  # internal item indices scored; None = every known item in order
+    known_scores: np.ndarray
+    extra_ids: list[str]  # unknown items scored through their features
+    extra_scores: np.ndarray
+    strategy: str
+    unscorable: list[str] = field(default_factory=list)
+    ignored_features: Counter = field(default_factory=Counter)
+
+
+class LFMRecommender(LightFM):
+    """A LightFM hybrid model that takes and returns external ids and serves cold users and items.
+
+    Parameters
+    ----------
+    indicators : {"both", "users", "items", False}
+        Which sides get an identity (indicator) feature per known id, in addition to named features.
+    row_norm : {"features", "together", "none"}
+        How a row's weights are scaled: "features" keeps the indicator at 1 and scales the named
+        features to sum to 1; "together" scales indicator and features jointly to sum to 1.
+    cache_size : int
+        Capacity of the LRU cache of on-demand item representations (items with given features).
+    **lightfm_kwargs
+        Passed to :class:`lightfm.LightFM` (no_components, loss, learning_rate, random_state, ...).
+    """
+
+    def __init__(self, indicators: str | bool = "both", row_norm: str = "features", cache_size: int = 100_000,
+                 **lightfm_kwargs):
+        if indicators not in INDICATORS or isinstance(indicators, bool) and indicators is not False:
+            raise ValueError(f"indicators must be one of 'both', 'users', 'items' or False, got {indicators!r}")
+        if row_norm not in ROW_NORMS:
+            raise ValueError(f"row_norm must be one of {ROW_NORMS}, got {row_norm!r}")
+        unknown = set(lightfm_kwargs) - set(LIGHTFM_PARAMS) - {"random_state"}
+        if unknown:
+            raise ValueError(f"unknown LightFM parameter(s): {sorted(unknown)}")
+        super().__init__(**lightfm_kwargs)
+        self.indicators = indicators
+        self.row_norm = row_norm
+        self.cache_size = int(cache_size)
+        self.user_space: FeatureSpace | None = None
+        self.item_space: FeatureSpace | None = None
+        self.user_features_: sp.csr_matrix | None = None
+        self.item_features_: sp.csr_matrix | None = None
+        self.baseline: pd.Series | None = None
+        self._reset_serving()
+
+    # ------------------------------------------------------------------ training
+
+    def fit(self, interactions: pd.DataFrame, user_features: pd.DataFrame | None = None,
+            item_features: pd.DataFrame | None = None, *, epochs: int = 10, num_threads: int = 1,
+            verbose: bool = False, callback: Callable[[int, int], None] | None = None) -> "LFMRecommender":
+        """Fit from scratch on a frame of (user_id, item_id[, weight]) and long-form feature frames.
+
+        Known users and items are those in ``interactions``; feature rows of other ids are not used.
+        ``callback(epoch, epochs)`` is called after every epoch (progress reporting).
+
+        Raises
+        ------
+        ValueError
+            Empty interactions, NaN/inf weights, missing columns, or ``indicators`` switched off on a
+            side that has no features.
+        """
+        users_on, items_on = INDICATORS[self.indicators]
+        for side, on, frame in (("user", users_on, user_features), ("item", items_on, item_features)):
+            if not on and (frame is None or len(frame) == 0):
+                raise ValueError(
+                    f"indicators={self.indicators!r} has no {side} indicator, so {side}_features are required"
+                )
+        users, items, weights = _interaction_arrays(interactions)
+        user_ids = np.asarray(sorted(set(users)), dtype=object)
+        item_ids = np.asarray(sorted(set(items)), dtype=object)
+        self.user_space = FeatureSpace(user_ids, vocabulary(user_features, "user_id", user_ids), users_on,
+                                       self.row_norm)
+        self.item_space = FeatureSpace(item_ids, vocabulary(item_features, "item_id", item_ids), items_on,
+                                       self.row_norm)
+        for side, space in (("user", self.user_space), ("item", self.item_space)):
+            if space.n_columns == 0 or (not space.indicator and len(space.feature_names) == 0):
+                raise ValueError(f"no {side} features apply to the {side}s in interactions, and "
+                                 f"indicators={self.indicators!r} gives them no indicator")
+        self.user_features_, _ = self.user_space.matrix(user_features, "user_id")
+        self.item_features_, _ = self.item_space.matrix(item_features, "item_id")
+        self.baseline = _popularity(items, weights, item_ids)
+        self._reset_state()
+        self._train(users, items, weights, epochs, num_threads, verbose, callback)
+        return self
+
+    def fit_partial(self, interactions: pd.DataFrame, user_features: pd.DataFrame | None = None,
+                    item_features: pd.DataFrame | None = None, *, epochs: int = 1, num_threads: int = 1,
+                    verbose: bool = False, callback: Callable[[int, int], None] | None = None) -> "LFMRecommender":
+        """Continue training on the same ids and feature names.
+
+        Feature frames of None keep the feature rows of the previous fit. Feature names not seen in
+        the first fit are ignored and logged.
+
+        Raises
+        ------
+        ValueError
+            Ids that the first fit did not see, or the same input errors as :meth:`fit`.
+        """
+        self._require_fitted()
+        users, items, weights = _interaction_arrays(interactions)
+        for side, ids, space in (("user", users, self.user_space), ("item", items, self.item_space)):
+            new = sorted(set(ids) - space.id_index.keys())
+            if new:
+                raise ValueError(f"fit_partial cannot add {side}s; {len(new)} new {side} id(s), e.g. {new[:5]} "
+                                 f"(retrain with fit to include them)")
+        if user_features is not None:
+            self.user_features_, ignored = self.user_space.matrix(user_features, "user_id")
+            _log_ignored("user", ignored)
+        if item_features is not None:
+            self.item_features_, ignored = self.item_space.matrix(item_features, "item_id")
+            _log_ignored("item", ignored)
+        if self.item_embedding_gradients is None or self.item_embedding_gradients.shape != self.item_embeddings.shape:
+            self._reset_optimizer_state()  # loaded models carry no optimiser state
+        self._train(users, items, weights, epochs, num_threads, verbose, callback)
+        return self
+
+    def _train(self, users, items, weights, epochs, num_threads, verbose, callback) -> None:
+        """Run LightFM epochs on interaction arrays mapped through the id spaces."""
+        rows = np.fromiter((self.user_space.id_index[u] for u in users), dtype=np.int32, count=len(users))
+        cols = np.fromiter((self.item_space.id_index[i] for i in items), dtype=np.int32, count=len(items))
+        shape = (self.user_space.n_ids, self.item_space.n_ids)
+        agg = sp.coo_matrix((weights, (rows, cols)), shape=shape).tocsr()
+        agg.sum_duplicates()
+        agg.eliminate_zeros()
+        agg = agg.tocoo()
+        # LightFM treats entries > 0 as positives (and <= 0 as negatives for logistic loss); the
+        # magnitude of the weight becomes the sample weight.
+        labels = sp.coo_matrix((np.sign(agg.data).astype(np.float32), (agg.row, agg.col)), shape=shape)
+        sample = sp.coo_matrix((np.abs(agg.data).astype(np.float32), (agg.row, agg.col)), shape=shape)
+        self._reset_serving()
+        epochs = int(epochs)
+        if epochs < 0:
+            raise ValueError("epochs must be >= 0")
+        progress = range(epochs)
+        if verbose:
+            from tqdm import trange
+
+            progress = trange(epochs, desc="epochs", unit="epoch")
+        for epoch in progress:
+            LightFM.fit_partial(self, labels, user_features=self.user_features_, item_features=self.item_features_,
+                                sample_weight=sample, epochs=1, num_threads=num_threads)
+            if callback is not None:
+                callback(epoch + 1, epochs)
+        if self.item_embeddings is None:  # epochs == 0: still initialise so the model can serve
+            self._initialize(self.no_components, self.item_space.n_columns, self.user_space.n_columns)
+        self._prepare_serving()
+
+    def _reset_optimizer_state(self, placeholder: bool = False) -> None:
+        """Fresh optimiser accumulators (as LightFM initialises them) for a model loaded from disk.
+
+        With ``placeholder`` they are empty arrays: enough for LightFM.predict to accept the model
+        without holding 4x the parameters in memory in every serving process.
+        """
+        for side in ("item", "user"):
+            emb = getattr(self, f"{side}_embeddings")
+            bias = getattr(self, f"{side}_biases")
+            if placeholder:
+                emb, bias = np.zeros((0, emb.shape[1]), dtype=np.float32), np.zeros(0, dtype=np.float32)
+            start = 1.0 if self.learning_schedule == "adagrad" else 0.0  # as LightFM._initialize
+            setattr(self, f"{side}_embedding_gradients", np.full_like(emb, start))
+            setattr(self, f"{side}_embedding_momentum", np.zeros_like(emb))
+            setattr(self, f"{side}_bias_gradients", np.full_like(bias, start))
+            setattr(self, f"{side}_bias_momentum", np.zeros_like(bias))
+
+    # ------------------------------------------------------------------ serving state
+
+    def _reset_serving(self) -> None:
+        """Drop precomputed arrays and the item cache (a refit or load invalidates them)."""
+        self._item_matrix: np.ndarray | None = None  # (n_items, k + 1): representation and bias
+        self._user_repr: np.ndarray | None = None
+        self._user_bias: np.ndarray | None = None
+        self._pop_sorted: np.ndarray | None = None
+        self._bias_sorted: np.ndarray | None = None
+        self._cache = LRUCache(maxsize=max(1, getattr(self, "cache_size", 100_000)))
+        self._cache_lock = threading.Lock()
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    def _prepare_serving(self) -> None:
+        """Precompute item and known-user representations once per fitted or loaded model."""
+        item_bias, item_repr = self.get_item_representations(self.item_features_)
+        user_bias, user_repr = self.get_user_representations(self.user_features_)
+        self._item_matrix = np.ascontiguousarray(np.hstack([item_repr, item_bias[:, None]]), dtype=np.float32)
+        self._user_repr = np.ascontiguousarray(user_repr, dtype=np.float32)
+        self._user_bias = user_bias.astype(np.float32)
+        self._popularity = self.baseline.to_numpy(dtype=np.float64)
+        self._pop_sorted = np.sort(self._popularity)
+        self._bias_sorted = np.sort(item_bias.astype(np.float64))
+        self._item_ids = self.item_space.ids
+
+    def _require_fitted(self) -> None:
+        if self.user_space is None or self.user_embeddings is None:
+            raise NotFittedError("the model is not fitted; call fit() or LFMRecommender.load() first")
+
+    @property
+    def uid_map(self) -> pd.Series:
+        """External user id -> internal index."""
+        self._require_fitted()
+        return pd.Series(np.arange(self.user_space.n_ids), index=pd.Index(self.user_space.ids, dtype=object))
+
+    @property
+    def iid_map(self) -> pd.Series:
+        """External item id -> internal index."""
+        self._require_fitted()
+        return pd.Series(np.arange(self.item_space.n_ids), index=pd.Index(self.item_space.ids, dtype=object))
+
+    @property
+    def n_users(self) -> int:
+        """Number of known users."""
+        return self.user_space.n_ids if self.user_space is not None else 0
+
+    @property
+    def n_items(self) -> int:
+        """Number of known items."""
+        return self.item_space.n_ids if self.item_space is not None else 0
+
+    # ------------------------------------------------------------------ prediction
+
+    def predict_online(self, user_id: object, item_ids: Iterable[object] | None = None,
+                       user_features: Mapping[str, float] | None = None,
+                       item_features: ItemFeatures | None = None, *, use_baseline: bool = True) -> pd.Series:
+        """Scores for one user over candidate items, whatever is known about either.
+
+        ``item_ids=None`` means every known item plus every item in ``item_features``. Items that are
+        unknown and have no features cannot be scored and are left out. The Series carries
+        ``attrs``: ``strategy`` ("personalized", "features" or "popular"), ``unscorable`` (item ids
+        left out) and ``ignored_features`` (feature names not seen in training, with counts).
+
+        Raises
+        ------
+        UnknownUserError
+            Nothing usable is known about the user and ``use_baseline`` is False.
+        ValueError
+            Bad ids or feature weights.
+        """
+        scored = self._score(user_id, item_ids, user_features, item_features, use_baseline)
+        known_ids = self._item_ids if scored.known_idx is None else self._item_ids[scored.known_idx]
+        index = pd.Index(np.concatenate([known_ids, np.asarray(scored.extra_ids, dtype=object)]), dtype=object)
+        result = pd.Series(np.concatenate([scored.known_scores, scored.extra_scores]).astype(np.float32),
+                           index=index, name="score")
+        result.attrs.update(strategy=scored.strategy, unscorable=scored.unscorable,
+                            ignored_features=dict(scored.ignored_features))
+        return result
+
+    def recommend(self, user_id: object, n: int = 10, *, user_features: Mapping[str, float] | None = None,
+                  item_features: ItemFeatures | None = None, item_ids: Iterable[object] | None = None,
+                  exclude: Iterable[object] = (), use_baseline: bool = True,
+                  info: dict | None = None) -> list[tuple[str, float]]:
+        """The best ``n`` items as (item_id, score), best first, leaving out ``exclude``.
+
+        If ``info`` is a dict it receives ``strategy``, ``unscorable`` and ``ignored_features``.
+        Ties are broken by item id so that answers are deterministic.
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        scored = self._score(user_id, item_ids, user_features, item_features, use_baseline)
+        if info is not None:
+            info.update(strategy=scored.strategy, unscorable=scored.unscorable,
+                        ignored_features=dict(scored.ignored_features))
+        known_scores = scored.known_scores
+        extra_scores = scored.extra_scores
+        excluded = {normalize_id(e) for e in exclude} if exclude else set()
+        if excluded:
+            index = self.item_space.id_index
+            positions = [index[e] for e in excluded if e in index]
+            if scored.known_idx is None:
+                if positions:
+                    known_scores = known_scores.copy()
+                    known_scores[positions] = -np.inf
+            else:
+                known_scores = np.where(np.isin(scored.known_idx, positions), -np.inf, known_scores)
+            if scored.extra_ids:
+                extra_scores = np.where([e in excluded for e in scored.extra_ids], -np.inf, extra_scores)
+        if len(extra_scores):
+            all_scores = np.concatenate([known_scores, extra_scores])
+        else:
+            all_scores = known_scores
+        total = len(all_scores)
+        if n == 0 or total == 0:
+            return []
+        if n < total:
+            top = np.argpartition(-all_scores, n - 1)[:n]
+            # items tied with the n-th score compete by id, so the answer does not depend on partition order
+            cutoff = all_scores[top].min()
+            if (all_scores[top] == cutoff).sum() < (all_scores == cutoff).sum():
+                top = np.flatnonzero(all_scores >= cutoff)
+        else:
+            top = np.arange(total)
+        n_known = len(known_scores)
+
+        def item_at(pos: int) -> str:
+            if pos < n_known:
+                return self._item_ids[pos if scored.known_idx is None else scored.known_idx[pos]]
+            return scored.extra_ids[pos - n_known]
+
+        ranked = sorted(((float(all_scores[p]), item_at(p)) for p in top), key=lambda t: (-t[0], t[1]))[:n]
+        return [(item, score) for score, item in ranked if score != -np.inf]
+
+    def _score(self, user_id, item_ids, user_features, item_features, use_baseline) -> Scored:
+        """Score candidates for one user: the shared core of predict_online and recommend."""
+        self._require_fitted()
+        user_id = normalize_id(user_id)
+        item_features = {normalize_id(k): v for k, v in item_features.items()} if item_features else {}
+        ignored: Counter = Counter()
+        user_vec, user_bias = self._user_vector(user_id, user_features, ignored)
+        strategy = STRATEGY_POPULAR
+        if user_vec is not None:
+            strategy = STRATEGY_PERSONALIZED if user_id in self.user_space.id_index else STRATEGY_FEATURES
+        elif not use_baseline:
+            raise UnknownUserError(f"nothing usable is known about user {user_id!r} (not in training, no known "
+                                   f"features) and use_baseline=False")
+
+        index = self.item_space.id_index
+        unscorable: list[str] = []
+        overrides: list[tuple[int, str, Mapping[str, float]]] = []  # (position in known scores, id, features)
+        extras: list[tuple[str, Mapping[str, float]]] = []
+        if item_ids is None:
+            known_idx = None
+            for item, feats in item_features.items():
+                pos = index.get(item)
+                if pos is None:
+                    extras.append((item, feats))
+                else:
+                    overrides.append((pos, item, feats))
+        else:
+            known: list[int] = []
+            seen: set[str] = set()
+            for raw in item_ids:
+                item = normalize_id(raw)
+                if item in seen:
+                    continue
+                seen.add(item)
+                pos = index.get(item)
+                if item in item_features:
+                    if pos is None:
+                        extras.append((item, item_features[item]))
+                    else:
+                        overrides.append((len(known), item, item_features[item]))
+                        known.append(pos)
+                elif pos is not None:
+                    known.append(pos)
+                else:
+                    unscorable.append(item)
+            known_idx = np.asarray(known, dtype=np.int64)
+
+        extra_vecs = self._item_rows(extras, ignored)
+        extra_ids = [item for (item, _), vec in zip(extras, extra_vecs) if vec is not None]
+        unscorable.extend(item for (item, _), vec in zip(extras, extra_vecs) if vec is None)
+        extra_matrix = np.asarray([vec for vec in extra_vecs if vec is not None], dtype=np.float32)
+
+        if user_vec is not None:
+            query = np.append(user_vec, np.float32(1.0)).astype(np.float32)
+            items_matrix = self._item_matrix if known_idx is None else self._item_matrix[known_idx]
+            known_scores = items_matrix @ query + user_bias
+            if overrides:
+                vecs = self._item_rows([(item, feats) for _, item, feats in overrides], ignored)
+                for (pos, _, _), vec in zip(overrides, vecs):
+                    # a known item whose row is empty still scores as LightFM would: user bias only
+                    known_scores[pos] = (vec @ query if vec is not None else np.float32(0)) + user_bias
+            extra_scores = (extra_matrix @ query + user_bias if len(extra_matrix)
+                            else np.zeros(0, dtype=np.float32))
+        else:
+            known_scores = self._popularity.copy() if known_idx is None else self._popularity[known_idx]
+            extra_scores = np.asarray([self._baseline_from_bias(vec[-1]) for vec in extra_matrix])
+        if ignored:
+            log.debug("ignored %d feature name(s) unseen in training: %s", sum(ignored.values()),
+                      list(ignored)[:10])
+        return Scored(known_idx, known_scores, extra_ids, extra_scores, strategy, unscorable, ignored)
+
+    def _user_vector(self, user_id: str, user_features: Mapping[str, float] | None,
+                     ignored: Counter) -> tuple[np.ndarray | None, np.float32]:
+        """The user's representation and bias; (None, 0) for an unknown user with no usable features."""
+        pos = self.user_space.id_index.get(user_id)
+        if user_features is None:
+            if pos is None:
+                return None, np.float32(0)
+            return self._user_repr[pos], self._user_bias[pos]
+        row, unseen = self.user_space.rows([(user_id, user_features)])
+        ignored.update(unseen)
+        if row.nnz == 0 and pos is None:
+            return None, np.float32(0)
+        vec = np.asarray(row @ self.user_embeddings, dtype=np.float32).ravel()
+        bias = np.float32((row @ self.user_biases)[0])
+        return vec, bias
+
+    def _item_rows(self, items: Sequence[tuple[str, Mapping[str, float]]], ignored: Counter) -> list:
+        """[representation..., bias] for items given with features; LRU-cached per model and content."""
+        out = []
+        for item, feats in items:
+            key = (item, _features_key(feats))
+            with self._cache_lock:
+                hit = self._cache.get(key)
+            if hit is not None:
+                self.cache_hits += 1
+                vec, unseen = hit
+            else:
+                self.cache_misses += 1
+                row, unseen = self.item_space.rows([(item, feats)])
+                if row.nnz == 0:
+                    vec = None
+                else:
+                    vec = np.append(np.asarray(row @ self.item_embeddings, dtype=np.float32).ravel(),
+                                    np.float32((row @ self.item_biases)[0])).astype(np.float32)
+                with self._cache_lock:
+                    self._cache[key] = (vec, unseen)
+            ignored.update(unseen)
+            out.append(vec)
+        return out
+
+    def _baseline_from_bias(self, bias: float) -> float:
+        """Popularity-scale score for a new item: the popularity at its bias's quantile among known items."""
+        frac = np.searchsorted(self._bias_sorted, bias, side="right") / len(self._bias_sorted)
+        return float(np.quantile(self._pop_sorted, min(frac, 1.0)))
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, directory) -> None:
+        """Write the model as arrays.npz + meta.json (no pickle); see recommender.artifacts."""
+        from .artifacts import save_model
+
+        save_model(self, directory)
+
+    @classmethod
+    def load(cls, directory) -> "LFMRecommender":
+        """Load a model written by :meth:`save`; raises ArtifactError on a damaged or foreign directory."""
+        from .artifacts import load_model
+
+        return load_model(directory, cls)
+
+
+def _features_key(feats: Mapping[str, float]) -> tuple:
+    """A hashable, order-independent key of a feature dict (cache key part)."""
+    try:
+        return tuple(sorted((str(k), float(v)) for k, v in feats.items()))
+    except (TypeError, ValueError):
+        # leave validation (and its clear message) to the row builder
+        return (hashlib.sha1(repr(sorted(map(repr, feats.items()))).encode()).hexdigest(),)
+
+
+def _interaction_arrays(interactions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validated (users, items, weights) arrays from an interactions frame."""
+    if not isinstance(interactions, pd.DataFrame):
+        raise ValueError("interactions must be a pandas DataFrame with columns user_id, item_id[, weight]")
+    for col in ("user_id", "item_id"):
+        if col not in interactions.columns:
+            raise ValueError(f"interactions need a {col!r} column, have {list(interactions.columns)}")
+    if len(interactions) == 0:
+        raise ValueError("interactions are empty: there is nothing to train on")
+    weights = frame_weights(interactions)
+    users = interactions["user_id"].map(normalize_id).to_numpy(dtype=object)
+    items = interactions["item_id"].map(normalize_id).to_numpy(dtype=object)
+    return users, items, weights
+
+
+def _popularity(items: np.ndarray, weights: np.ndarray, item_ids: np.ndarray) -> pd.Series:
+    """Interaction count per item, ties broken by mean weight (scaled into [0, 0.99])."""
+    frame = pd.DataFrame({"item": items, "w": weights})
+    stats = frame.groupby("item")["w"].agg(["count", "mean"]).reindex(item_ids)
+    mean = stats["mean"].to_numpy(dtype=np.float64)
+    span = mean.max() - mean.min()
+    tie = (mean - mean.min()) / span * 0.99 if span > 0 else np.zeros_like(mean)
+    return pd.Series(stats["count"].to_numpy(dtype=np.float64) + tie, index=pd.Index(item_ids, dtype=object),
+                     name="popularity")
+
+
+def _log_ignored(side: str, ignored: Counter) -> None:
+    if ignored:
+        log.warning("%s feature names not seen in the first fit were ignored: %s", side,
+                    dict(ignored.most_common(10)))

@@ -1,0 +1,38 @@
+"""Shared fixtures: a real Redis (REDIS_URL, else a private redis-server on a free port)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from recommender.localredis import LocalRedis
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """URL of a real Redis server; a private one is started (and stopped) when REDIS_URL is unset."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    server = LocalRedis(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def key_prefix(redis_url):
+    """A test-only key prefix; every key under it is deleted afterwards (safe on a shared Redis)."""
+    import redis
+
+    prefix = f"test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    for start in range(0, len(keys), 500):
+        client.delete(*keys[start:start + 500])
+    client.close()

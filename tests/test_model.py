@@ -343,3 +343,22 @@ def test_load_rejects_truncated_altered_and_foreign(tmp_path, world):
     (tmp_path / "garbage" / "meta.json").write_text("{not json")
     with pytest.raises(ArtifactError, match="JSON"):
         LFMRecommender.load(tmp_path / "garbage")
+
+
+def test_prepared_items_score_like_the_dict_path(ctx, world):
+    model = ctx.model
+    feats = {i: features_of(world.item_features, "item_id", i) for i in world.new_items[:4]}
+    feats[ctx.items["known+features"][0]] = {"genre:comedy": 1.0}
+    feats["only-unseen"] = {"nothing:known": 1.0}
+    prepared = model.prepare_items(feats)
+    for user, ufeats in [ctx.users["known+features"], ctx.users["unknown+features"], ("nobody", None)]:
+        a = model.predict_online(user, user_features=ufeats, item_features=feats)
+        b = model.predict_online(user, user_features=ufeats, item_features=prepared)
+        assert list(a.index) == list(b.index)
+        np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-6)
+        assert b.attrs["unscorable"] == ["only-unseen"]
+        assert model.recommend(user, 5, user_features=ufeats, item_features=prepared) == \
+            model.recommend(user, 5, user_features=ufeats, item_features=feats)
+    other = LFMRecommender(no_components=4).fit(world.interactions, epochs=1)
+    with pytest.raises(ValueError, match="another model"):
+        other.recommend("u1", item_features=prepared)

@@ -1,0 +1,51 @@
+"""gunicorn configuration: workers and threads from the environment; models load after fork.
+
+Run: gunicorn -c app/gunicorn_conf.py 'app:create_app()'. No preload: each worker builds its own app
+(and loads the model) after the fork, because LightFM/OpenMP state does not survive fork safely.
+"""
+
+import os
+import shutil
+import tempfile
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", os.environ.get("WORKERS", "2")))
+threads = int(os.environ.get("THREADS", "4"))
+worker_class = "gthread" if threads > 1 else "sync"
+preload_app = False
+timeout = int(os.environ.get("WORKER_TIMEOUT", "30"))
+graceful_timeout = 10
+keepalive = 5
+max_requests = int(os.environ.get("MAX_REQUESTS", "0"))
+max_requests_jitter = max_requests // 10 if max_requests else 0
+accesslog = os.environ.get("ACCESS_LOG") or None  # e.g. "-" for stdout; off by default (speed)
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info")
+wsgi_app = "app:create_app()"
+
+# Prometheus multiprocess mode: every worker writes its metrics to files in this directory.
+_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if not _metrics_dir:
+    _metrics_dir = tempfile.mkdtemp(prefix="reco-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+
+def on_starting(server):
+    """Start each run with an empty metrics directory."""
+    for name in os.listdir(_metrics_dir):
+        path = os.path.join(_metrics_dir, name)
+        if os.path.isfile(path):
+            os.unlink(path)
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live gauges."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove a metrics directory this config created."""
+    if _metrics_dir.startswith(tempfile.gettempdir()) and "reco-metrics-" in _metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

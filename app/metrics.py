@@ -1,0 +1,65 @@
+"""Prometheus metrics; in gunicorn they are aggregated across workers (multiprocess mode)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from flask import Flask, Response, g, request
+from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
+                               generate_latest)
+
+BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+REQUEST_LATENCY = Histogram("reco_http_request_duration_seconds", "HTTP request latency",
+                            ["endpoint", "method", "status"], buckets=BUCKETS)
+RECOMMENDATIONS = Counter("reco_recommendations_total", "Recommendations served", ["strategy", "degraded"])
+MODEL_INFO = Gauge("reco_model_info", "1 for the model version a process serves", ["version"],
+                   multiprocess_mode="liveall")
+MODEL_SWAPS = Counter("reco_model_swaps_total", "Model snapshots swapped in (new versions and item refreshes)")
+CACHE_HITS = Gauge("reco_item_cache_hits", "Item representation cache hits of the serving model",
+                   multiprocess_mode="livesum")
+CACHE_MISSES = Gauge("reco_item_cache_misses", "Item representation cache misses of the serving model",
+                     multiprocess_mode="livesum")
+RETRAIN_SECONDS = Histogram("reco_retrain_duration_seconds", "Duration of retrain runs", ["outcome"],
+                            buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600))
+
+
+def observe_snapshot(previous_version: str | None, version: str, model) -> None:
+    """Record a swap: the version gauge, the swap counter and the model's cache statistics."""
+    if previous_version and previous_version != version:
+        MODEL_INFO.labels(version=previous_version).set(0)
+    MODEL_INFO.labels(version=version).set(1)
+    MODEL_SWAPS.inc()
+    CACHE_HITS.set(model.cache_hits)
+    CACHE_MISSES.set(model.cache_misses)
+
+
+def init_app(app: Flask) -> None:
+    """Time every request by route template (not raw path, which would explode label cardinality)."""
+
+    @app.before_request
+    def _start():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _observe(response):
+        started = g.get("started")
+        if started is not None:
+            rule = request.url_rule.rule if request.url_rule else "unmatched"
+            REQUEST_LATENCY.labels(rule, request.method, str(response.status_code)).observe(
+                time.perf_counter() - started)
+        return response
+
+
+def render() -> Response:
+    """The Prometheus text exposition for this process, or for all gunicorn workers together."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        data = generate_latest(registry)
+    else:
+        data = generate_latest(REGISTRY)
+    return Response(data, mimetype=CONTENT_TYPE_LATEST)

@@ -1,0 +1,108 @@
+"""The OpenAPI 3 document of the HTTP API (served at /openapi.json, used by the fuzz test)."""
+
+from __future__ import annotations
+
+ID = {"type": "string", "minLength": 1, "maxLength": 256}
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict:
+    text = {400: "Invalid input", 401: "Missing or wrong admin token", 403: "Admin endpoints disabled (no token set)",
+            404: "Not found", 413: "Body too large", 503: "Redis or the model is unavailable; retry later"}
+    return {str(c): _json(ERROR, text[c]) for c in codes}
+
+
+ADMIN = [{"bearerAuth": []}]
+
+
+def openapi_document() -> dict:
+    """Build the document (a plain dict)."""
+    features_body = {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "additionalProperties": {"type": "number"}, "maxProperties": 1000,
+        "example": {"genre:drama": 1.0, "tag:drama-1": 0.5}}}}}
+    interaction = {"type": "object", "required": ["user_id", "item_id"], "properties": {
+        "user_id": ID, "item_id": ID, "weight": {"type": "number"},
+        "timestamp": {"type": "number", "description": "seconds since the epoch; default now"}}}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "LightFM recommendation service", "version": "1.0.0",
+                 "description": "Personalised recommendations for known, new and anonymous users."},
+        "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                    "type": "object", "required": ["code", "message"],
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+                "Recommendation": {"type": "object", "required": ["user_id", "model_version", "strategy", "items"],
+                                   "properties": {
+                                       "user_id": {"type": "string"}, "model_version": {"type": "string"},
+                                       "strategy": {"type": "string", "enum": ["personalized", "features", "popular"]},
+                                       "degraded": {"type": "boolean"},
+                                       "items": {"type": "array", "items": {
+                                           "type": "object", "required": ["item_id", "score"],
+                                           "properties": {"item_id": {"type": "string"},
+                                                          "score": {"type": "number"}}}}}},
+                "Interaction": interaction,
+                "Job": {"type": "object", "required": ["job_id", "status"], "properties": {
+                    "job_id": {"type": "string"},
+                    "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed"]},
+                    "version": {"type": "string"}, "metrics": {"type": "object"}, "error": {"type": "string"}}},
+            },
+        },
+        "paths": {
+            "/recommend/{user_id}": {"get": {
+                "summary": "Top-N items for a user",
+                "parameters": [
+                    {"name": "user_id", "in": "path", "required": True, "schema": ID},
+                    {"name": "n", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                    {"name": "exclude_seen", "in": "query", "schema": {"type": "boolean"}},
+                    {"name": "items", "in": "query", "description": "comma-separated candidate item ids",
+                     "schema": {"type": "string"}},
+                ],
+                "responses": {"200": _json({"$ref": "#/components/schemas/Recommendation"}, "Recommendations"),
+                              **_errors(400, 503)}}},
+            "/users/{user_id}/features": {"put": {
+                "summary": "Replace a user's features", "security": ADMIN,
+                "parameters": [{"name": "user_id", "in": "path", "required": True, "schema": ID}],
+                "requestBody": features_body,
+                "responses": {"200": _json({"type": "object"}, "Written"), **_errors(400, 401, 403, 413, 503)}}},
+            "/items/{item_id}/features": {"put": {
+                "summary": "Replace an item's features and add it to the catalogue", "security": ADMIN,
+                "parameters": [{"name": "item_id", "in": "path", "required": True, "schema": ID}],
+                "requestBody": features_body,
+                "responses": {"200": _json({"type": "object"}, "Written"), **_errors(400, 401, 403, 413, 503)}}},
+            "/interactions": {"post": {
+                "summary": "Append interactions", "security": ADMIN,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
+                    {"$ref": "#/components/schemas/Interaction"},
+                    {"type": "array", "items": {"$ref": "#/components/schemas/Interaction"}, "minItems": 1}]}}}},
+                "responses": {"200": _json({"type": "object"}, "Written"), **_errors(400, 401, 403, 413, 503)}}},
+            "/retrain": {"post": {
+                "summary": "Queue a retrain job", "security": ADMIN,
+                "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"force": {"type": "boolean"}}}}}},
+                "responses": {"202": _json({"type": "object", "required": ["job_id"]}, "Queued"),
+                              **_errors(400, 401, 403, 503)}}},
+            "/retrain/{job_id}": {"get": {
+                "summary": "Status of a retrain job", "security": ADMIN,
+                "parameters": [{"name": "job_id", "in": "path", "required": True,
+                                "schema": {"type": "string", "maxLength": 64}}],
+                "responses": {"200": _json({"$ref": "#/components/schemas/Job"}, "Job"),
+                              **_errors(400, 401, 403, 404, 503)}}},
+            "/model": {"get": {"summary": "The serving model",
+                               "responses": {"200": _json({"type": "object"}, "Model"), **_errors(503)}}},
+            "/health": {"get": {"summary": "Liveness", "responses": {"200": _json({"type": "object"}, "Alive")}}},
+            "/ready": {"get": {"summary": "Readiness (model loaded and Redis answers)",
+                               "responses": {"200": _json({"type": "object"}, "Ready"),
+                                             "503": _json({"type": "object"}, "Not ready")}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics",
+                                 "responses": {"200": {"description": "Prometheus text format",
+                                                       "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/openapi.json": {"get": {"summary": "This document",
+                                      "responses": {"200": _json({"type": "object"}, "OpenAPI 3 document")}}},
+        },
+    }

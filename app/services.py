@@ -1,0 +1,62 @@
+"""Per-process resources, created once in the app factory and reached through ``services()``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from flask import current_app
+
+from recommender.serving import ModelHolder, ModelWatcher
+from recommender.settings import Settings
+from recommender.store import RedisFeatureStore
+from recommender.training import Trainer
+
+from . import metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """The Redis-backed feature store, the model holder and its watcher, and the optional trainer thread."""
+
+    settings: Settings
+    store: RedisFeatureStore
+    holder: ModelHolder
+    watcher: ModelWatcher
+    trainer: Trainer | None
+
+    @classmethod
+    def start(cls, settings: Settings) -> "Services":
+        """Connect (lazily: Redis may come up later) and start the background threads."""
+        store = RedisFeatureStore.from_url(settings.redis_url, prefix=settings.redis_prefix,
+                                           socket_timeout=settings.redis_timeout,
+                                           connect_timeout=settings.redis_timeout)
+        holder = ModelHolder()
+        previous: dict = {"version": None}
+
+        def on_swap(snapshot) -> None:
+            metrics.observe_snapshot(previous["version"], snapshot.version, snapshot.model)
+            previous["version"] = snapshot.version
+
+        watcher = ModelWatcher(holder, store, settings.model_dir, settings.watch_interval, on_swap=on_swap).start()
+        trainer = None
+        if settings.trainer_in_app:
+            trainer_store = RedisFeatureStore.from_url(settings.redis_url, prefix=settings.redis_prefix,
+                                                       socket_timeout=10.0, connect_timeout=2.0)
+            trainer = Trainer(trainer_store, settings,
+                              on_result=lambda secs, outcome: metrics.RETRAIN_SECONDS.labels(outcome).observe(secs))
+            trainer.start()
+        return cls(settings, store, holder, watcher, trainer)
+
+    def stop(self) -> None:
+        """Stop the background threads (tests; gunicorn just exits)."""
+        self.watcher.stop()
+        if self.trainer:
+            self.trainer.stop()
+
+
+def services() -> Services:
+    """The current app's Services."""
+    return current_app.extensions["reco"]

@@ -1,0 +1,191 @@
+"""Serving state: one immutable snapshot per model version, swapped atomically by a watcher thread.
+
+A request reads ``ModelHolder.snapshot`` once and uses that object throughout, so a swap in the
+middle of a request cannot mix two models. The watcher loads new versions and refreshes the features
+of catalogue items that changed since training, off the request path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ArtifactError, RecommenderError
+from .model import LFMRecommender, PreparedItems
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSnapshot:
+    """A loaded model, its version, and the catalogue items scored through their current features."""
+
+    model: LFMRecommender
+    version: str
+    loaded_at: float
+    meta: dict
+    items: PreparedItems  # new catalogue items and known items whose features changed since training
+    item_features: dict = field(repr=False)  # the raw features behind ``items``
+
+
+def model_pointer_key(store) -> str:
+    """Redis key holding the version id of the published model."""
+    return store.key("model", "current")
+
+
+def model_channel(store) -> str:
+    """Redis pub/sub channel announcing newly published versions."""
+    return store.key("model", "events")
+
+
+def announce_version(store, version: str) -> None:
+    """Point the service at ``version`` and tell every watcher at once."""
+    pipe = store.client.pipeline(transaction=True)
+    pipe.set(model_pointer_key(store), version)
+    pipe.publish(model_channel(store), version)
+    pipe.execute()
+
+
+def current_version(store) -> str | None:
+    """The published version id, or None."""
+    return store.client.get(model_pointer_key(store))
+
+
+class ModelHolder:
+    """Holds the current ModelSnapshot; swapping is a single reference assignment."""
+
+    def __init__(self) -> None:
+        self.snapshot: ModelSnapshot | None = None
+        self.swaps = 0
+        self.failed_versions: dict[str, str] = {}
+        self._lock = threading.Lock()  # serialises writers only; readers never take it
+
+    def swap(self, snapshot: ModelSnapshot) -> None:
+        """Make ``snapshot`` current for every request that starts from now on."""
+        with self._lock:
+            self.snapshot = snapshot
+            self.swaps += 1
+
+
+def load_checked(model_dir: str | Path, version: str) -> LFMRecommender:
+    """Load MODEL_DIR/<version> (checksums verified) and make one test prediction before it may serve."""
+    model = LFMRecommender.load(Path(model_dir) / version)
+    probe_user = model.user_space.ids[0] if model.n_users else "probe"
+    top = model.recommend(probe_user, 5)
+    if not top or not all(np.isfinite(score) for _, score in top):
+        raise ArtifactError(f"model {version} failed its test prediction")
+    return model
+
+
+class ModelWatcher:
+    """Background thread: follow the published version and item feature changes, swap snapshots."""
+
+    def __init__(self, holder: ModelHolder, store, model_dir: str | Path, interval: float = 1.0,
+                 on_swap=None) -> None:
+        self.holder = holder
+        self.store = store
+        self.model_dir = Path(model_dir)
+        self.interval = interval
+        self.on_swap = on_swap
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._changes_seen_at = 0.0
+        self.last_error: str | None = None
+        self.last_check = 0.0
+
+    def start(self) -> "ModelWatcher":
+        """Start the thread (daemon) after one synchronous attempt, so a ready model serves at once."""
+        self.check_once()
+        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Ask the thread to finish and wait briefly."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            self.check_once()
+
+    def check_once(self) -> None:
+        """One round: swap in a new version if one is published, else refresh changed items. Never raises."""
+        try:
+            version = current_version(self.store)
+            snap = self.holder.snapshot
+            if version and (snap is None or snap.version != version) and version not in self.holder.failed_versions:
+                self._load(version)
+            elif snap is not None:
+                self._refresh_items(snap)
+            self.last_error = None
+        except RecommenderError as exc:  # Redis down: keep serving what we have
+            self.last_error = str(exc)
+            log.warning("watcher: %s", exc)
+        except Exception as exc:  # never let the thread die
+            self.last_error = repr(exc)
+            log.exception("watcher: unexpected error")
+        self.last_check = time.time()
+
+    def _load(self, version: str) -> None:
+        """Load and check a version, prepare its item overlay, and swap; a failure is logged and skipped."""
+        started = time.monotonic()
+        try:
+            model = load_checked(self.model_dir, version)
+        except (ArtifactError, OSError, ValueError, KeyError) as exc:
+            self.holder.failed_versions[version] = str(exc)
+            log.error("model %s failed to load and is skipped; the current model keeps serving: %s", version, exc)
+            return
+        meta = dict(getattr(model, "artifact_meta", {}))
+        since = float(meta.get("extra", {}).get("data_snapshot_at", 0.0))
+        changes_from = time.time()
+        features = self._overlay_features(model, since)
+        snapshot = ModelSnapshot(model, version, time.time(), meta, model.prepare_items(features), features)
+        self._changes_seen_at = changes_from
+        self.holder.swap(snapshot)
+        log.info("serving model %s (%d users, %d items, %d overlay items) after %.2fs", version, model.n_users,
+                 model.n_items, len(features), time.monotonic() - started)
+        if self.on_swap:
+            self.on_swap(snapshot)
+
+    def _overlay_features(self, model: LFMRecommender, since: float) -> dict:
+        """Features of catalogue items the model does not know, and of items changed since its data snapshot."""
+        catalogue = self.store.catalogue()
+        wanted = {i for i in catalogue if i not in model.item_space.id_index}
+        wanted.update(i for i, _ in self.store.item_changes_since(since))
+        wanted_list = sorted(wanted)
+        features: dict = {}
+        for start in range(0, len(wanted_list), 5000):
+            features.update(self.store.get_item_features(wanted_list[start:start + 5000]))
+        return features
+
+    def _refresh_items(self, snap: ModelSnapshot) -> None:
+        """Re-prepare the overlay when item features changed since the last look."""
+        checked_at = time.time()
+        changed = self.store.item_changes_since(self._changes_seen_at)
+        if not changed:
+            return
+        ids = sorted({i for i, _ in changed})
+        fresh = self.store.get_item_features(ids)
+        features = dict(snap.item_features)
+        for item in ids:
+            if item in fresh:
+                features[item] = fresh[item]
+            else:
+                features.pop(item, None)
+        items = snap.model.prepare_items(features)
+        self.holder.swap(ModelSnapshot(snap.model, snap.version, snap.loaded_at, snap.meta, items, features))
+        self._changes_seen_at = max(ts for _, ts in changed) if changed else checked_at
+        log.info("refreshed features of %d changed item(s)", len(ids))

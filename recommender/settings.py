@@ -1,0 +1,132 @@
+"""Typed settings: defaults, then the environment, then validation, in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Mapping
+
+from .features import ROW_NORMS
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service and the trainer read from the environment (names in ENV)."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "reco:"
+    redis_timeout: float = 0.25  # seconds per Redis call on the request path; then degrade
+    model_dir: str = "var/models"
+    admin_token: str | None = None
+    max_n: int = 100
+    default_n: int = 10
+    max_candidates: int = 1000  # longest accepted ?items= list
+    max_body_bytes: int = 1_000_000
+    max_interactions_per_request: int = 10_000
+    watch_interval: float = 1.0  # seconds between checks for a new model version and item changes
+    trainer_in_app: bool = False  # run the trainer loop as a thread of every app process
+    # training
+    loss: str = "warp"
+    no_components: int = 32
+    epochs: int = 20
+    learning_rate: float = 0.05
+    indicators: str = "both"
+    row_norm: str = "features"
+    train_threads: int = 1
+    random_state: int | None = 42
+    eval_k: int = 10
+    eval_tolerance: float = 0.02  # publish unless precision@k drops by more than this (absolute)
+    retrain_lock_ttl: int = 600  # seconds; a crashed trainer's lock expires after this
+    item_cache_size: int = 100_000
+
+    ENV = {
+        "redis_url": "REDIS_URL", "redis_prefix": "REDIS_PREFIX", "redis_timeout": "REDIS_TIMEOUT",
+        "model_dir": "MODEL_DIR", "admin_token": "ADMIN_TOKEN", "max_n": "MAX_N", "default_n": "DEFAULT_N",
+        "max_candidates": "MAX_CANDIDATES", "max_body_bytes": "MAX_BODY_BYTES",
+        "max_interactions_per_request": "MAX_INTERACTIONS_PER_REQUEST", "watch_interval": "WATCH_INTERVAL",
+        "trainer_in_app": "TRAINER_IN_APP", "loss": "LOSS", "no_components": "NO_COMPONENTS", "epochs": "EPOCHS",
+        "learning_rate": "LEARNING_RATE", "indicators": "INDICATORS", "row_norm": "ROW_NORM",
+        "train_threads": "TRAIN_THREADS", "random_state": "RANDOM_STATE", "eval_k": "EVAL_K",
+        "eval_tolerance": "EVAL_TOLERANCE", "retrain_lock_ttl": "RETRAIN_LOCK_TTL",
+        "item_cache_size": "ITEM_CACHE_SIZE",
+    }
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        """Build settings from environment variables (unset ones keep their defaults), then validate."""
+        environ = os.environ if environ is None else environ
+        values: dict = {}
+        types = {f.name: f.type for f in fields(cls)}
+        for name, var in cls.ENV.items():
+            raw = environ.get(var)
+            if raw is None or (raw == "" and name != "admin_token"):
+                continue
+            values[name] = _convert(name, types[name], raw, var)
+        values.update(overrides)
+        if values.get("admin_token") == "":
+            values["admin_token"] = None
+        return cls(**values).validated()
+
+    def validated(self) -> "Settings":
+        """Return self, or raise ValueError naming the setting that is out of range."""
+        problems = []
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
+        if not (1 <= self.default_n <= self.max_n <= 10_000):
+            problems.append("need 1 <= DEFAULT_N <= MAX_N <= 10000")
+        if self.max_candidates < 1 or self.max_body_bytes < 1024:
+            problems.append("MAX_CANDIDATES must be >= 1 and MAX_BODY_BYTES >= 1024")
+        if self.redis_timeout <= 0 or self.watch_interval <= 0:
+            problems.append("REDIS_TIMEOUT and WATCH_INTERVAL must be > 0")
+        if self.loss not in ("warp", "bpr", "logistic", "warp-kos"):
+            problems.append("LOSS must be warp, bpr, logistic or warp-kos")
+        if self.indicators not in ("both", "users", "items", "false"):
+            problems.append("INDICATORS must be both, users, items or false")
+        if self.row_norm not in ROW_NORMS:
+            problems.append(f"ROW_NORM must be one of {ROW_NORMS}")
+        if self.no_components < 1 or self.epochs < 1 or self.train_threads < 1:
+            problems.append("NO_COMPONENTS, EPOCHS and TRAIN_THREADS must be >= 1")
+        if self.retrain_lock_ttl < 10:
+            problems.append("RETRAIN_LOCK_TTL must be >= 10 seconds")
+        if self.admin_token is not None and 0 < len(self.admin_token) < 16:
+            problems.append("ADMIN_TOKEN must be at least 16 characters (or unset to disable admin endpoints)")
+        if problems:
+            raise ValueError("invalid settings: " + "; ".join(problems))
+        return self
+
+    def with_(self, **changes) -> "Settings":
+        """A copy with some values changed (validated)."""
+        return replace(self, **changes).validated()
+
+    def model_params(self) -> dict:
+        """Keyword arguments for LFMRecommender from these settings."""
+        return {"indicators": False if self.indicators == "false" else self.indicators, "row_norm": self.row_norm,
+                "loss": self.loss, "no_components": self.no_components, "learning_rate": self.learning_rate,
+                "random_state": self.random_state, "cache_size": self.item_cache_size}
+
+
+def _convert(name: str, type_name, raw: str, var: str):
+    """Convert one environment string to the field's type, naming the variable on failure."""
+    type_name = str(type_name)
+    try:
+        if type_name.startswith("bool"):
+            return _bool(raw)
+        if type_name.startswith("int"):
+            return None if raw.lower() == "none" and "None" in type_name else int(raw)
+        if type_name.startswith("float"):
+            return float(raw)
+        if "None" in type_name and raw == "":
+            return None
+        return raw
+    except ValueError:
+        raise ValueError(f"invalid settings: {var}={raw!r} is not a valid {type_name}") from None
+

@@ -1,0 +1,67 @@
+"""The trainer process: ``python -m recommender.trainer`` (loop) or ``--once`` (train and publish now)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+
+from .errors import LockedError
+from .settings import Settings
+from .store import RedisFeatureStore
+from .training import Trainer
+
+log = logging.getLogger("recommender.trainer")
+
+
+def connect(settings: Settings, wait: float = 120.0) -> RedisFeatureStore:
+    """A store with training-sized timeouts, waiting (with backoff) until Redis answers."""
+    store = RedisFeatureStore.from_url(settings.redis_url, prefix=settings.redis_prefix, socket_timeout=30.0,
+                                       connect_timeout=2.0)
+    deadline = time.monotonic() + wait
+    delay = 0.2
+    while not store.ping():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"Redis at {settings.redis_url} did not answer within {wait:.0f}s")
+        log.info("waiting for Redis at %s", settings.redis_url)
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
+    return store
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the trainer loop until SIGINT/SIGTERM, or one forced training with --once."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--once", action="store_true", help="train and publish once (forced), then exit")
+    parser.add_argument("--if-none", action="store_true", help="with --once: only if no model is published yet")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s trainer %(levelname)s %(message)s")
+    settings = Settings.from_env()
+    store = connect(settings)
+    trainer = Trainer(store, settings)
+    if args.once:
+        from .serving import current_version
+
+        if args.if_none and current_version(store):
+            log.info("a model is already published (%s); nothing to do", current_version(store))
+            return 0
+        try:
+            result = trainer.train_and_publish(force=True, verbose=True)
+        except LockedError as exc:
+            log.error("%s", exc)
+            return 1
+        log.info("published %s: %s", result.version, result.metrics)
+        return 0
+    signal.signal(signal.SIGTERM, lambda *_: trainer._stop.set())
+    log.info("trainer waiting for jobs (prefix %s, model dir %s)", settings.redis_prefix, settings.model_dir)
+    try:
+        trainer.loop()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""Retraining: jobs in Redis, a single-flight lock, an evaluation gate, and atomic publication.
+
+``submit_job`` records a job and queues it (or returns the job already queued or running).
+``Trainer`` takes jobs from the queue, trains a *fresh* model from the store's snapshot (never the
+object that is serving), evaluates it on a held-out temporal slice, and publishes it when it is not
+worse than the serving model beyond a tolerance, or when the job is forced. The same code runs as its
+own process (``python -m recommender.trainer``) or as a thread of the app.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .artifacts import publish_model, read_meta
+from .errors import LockedError, StoreUnavailableError
+from .evaluation import precision_at_k, temporal_split
+from .model import LFMRecommender
+from .serving import announce_version, current_version
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+JOB_TTL = 7 * 24 * 3600
+STATUSES = ("queued", "running", "succeeded", "failed")
+
+
+def _keys(store) -> dict:
+    return {"queue": store.key("retrain", "queue"), "active": store.key("retrain", "active"),
+            "lock": store.key("retrain", "lock")}
+
+
+def job_key(store, job_id: str) -> str:
+    """Redis hash of one job."""
+    return store.key("job", job_id)
+
+
+def submit_job(store, *, force: bool = False, ttl: int = 600) -> tuple[str, bool]:
+    """Queue a retrain job and return (job_id, created); an active job is returned instead of a new one."""
+    keys = _keys(store)
+    job_id = uuid.uuid4().hex[:16]
+    # SET NX makes "is a job already queued or running?" and "I am the active job" one atomic step
+    if not store.client.set(keys["active"], job_id, nx=True, ex=ttl + 3600):
+        existing = store.client.get(keys["active"])
+        if existing and get_job(store, existing, lock_ttl=ttl)["status"] in ("queued", "running"):
+            return existing, False
+        store.client.set(keys["active"], job_id, ex=ttl + 3600)
+    pipe = store.client.pipeline(transaction=True)
+    pipe.hset(job_key(store, job_id), mapping={"status": "queued", "force": int(force), "created_at": time.time()})
+    pipe.expire(job_key(store, job_id), JOB_TTL)
+    pipe.lpush(keys["queue"], job_id)
+    pipe.execute()
+    return job_id, True
+
+
+def get_job(store, job_id: str, lock_ttl: int = 600) -> dict | None:
+    """A job's status dict, or None. A running job whose trainer stopped heartbeating reads as failed."""
+    raw = store.client.hgetall(job_key(store, job_id))
+    if not raw:
+        return None
+    job = {"job_id": job_id, "status": raw.get("status"), "force": raw.get("force") == "1"}
+    for name in ("created_at", "started_at", "finished_at", "heartbeat_at"):
+        if name in raw:
+            job[name] = float(raw[name])
+    for name in ("version", "error", "decision"):
+        if name in raw:
+            job[name] = raw[name]
+    if "metrics" in raw:
+        job["metrics"] = json.loads(raw["metrics"])
+    if "progress" in raw:
+        job["progress"] = raw["progress"]
+    if job["status"] == "running" and time.time() - job.get("heartbeat_at", job.get("started_at", 0)) > lock_ttl:
+        job["status"] = "failed"
+        job["error"] = "the trainer stopped responding (crashed or was killed); its lock expired"
+    return job
+
+
+@dataclass
+class TrainResult:
+    """What one training run produced."""
+
+    version: str | None
+    published: bool
+    decision: str
+    metrics: dict
+
+
+class Trainer:
+    """Trains, evaluates and publishes models; one at a time across all processes (Redis lock)."""
+
+    def __init__(self, store, settings: Settings, on_result=None) -> None:
+        self.store = store
+        self.settings = settings
+        self.on_result = on_result  # called with (seconds, outcome) after every run
+        self.keys = _keys(store)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -------------------------------------------------------------- the lock
+
+    def _acquire(self) -> str:
+        token = uuid.uuid4().hex
+        if not self.store.client.set(self.keys["lock"], token, nx=True, ex=self.settings.retrain_lock_ttl):
+            raise LockedError("another trainer holds the retrain lock")
+        return token
+
+    def _release(self, token: str) -> None:
+        # delete only if still ours (compare-and-delete in Lua so an expired-and-retaken lock survives)
+        self.store.client.eval(
+            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end",
+            1, self.keys["lock"], token)
+
+    def _heartbeat(self, token: str, job_id: str | None, progress: str) -> None:
+        ok = self.store.client.eval(
+            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('expire', KEYS[1], ARGV[2]) "
+            "else return 0 end", 1, self.keys["lock"], token, self.settings.retrain_lock_ttl)
+        if not ok:
+            raise LockedError("lost the retrain lock (it expired); abandoning this run")
+        if job_id:
+            self.store.client.hset(job_key(self.store, job_id), mapping={"heartbeat_at": time.time(),
+                                                                         "progress": progress})
+
+    # -------------------------------------------------------------- one run
+
+    def train_and_publish(self, *, force: bool = False, job_id: str | None = None,
+                          verbose: bool = False) -> TrainResult:
+        """Snapshot, train a fresh model, evaluate, maybe publish. Raises LockedError if another run holds the lock."""
+        token = self._acquire()
+        started = time.monotonic()
+        outcome = "error"
+        try:
+            result = self._run(token, force, job_id, verbose)
+            outcome = result.decision
+            return result
+        finally:
+            self._release(token)
+            if self.on_result:
+                self.on_result(time.monotonic() - started, outcome)
+
+    def _run(self, token: str, force: bool, job_id: str | None, verbose: bool) -> TrainResult:
+        s = self.settings
+        started = time.time()
+        taken_at = time.time()  # item changes after this are picked up by the watchers' overlay
+        snapshot = self.store.snapshot()
+        if len(snapshot.interactions) == 0:
+            raise ValueError("there are no interactions in the store to train on")
+        k = s.eval_k
+        train, test = temporal_split(snapshot.interactions, test_fraction=0.2, min_interactions=5)
+
+        def progress(stage: str):
+            def report(epoch: int, total: int) -> None:
+                self._heartbeat(token, job_id, f"{stage}: epoch {epoch}/{total}")
+                if verbose:
+                    print(f"  {stage}: epoch {epoch}/{total}", file=sys.stderr, flush=True)
+            return report
+
+        metrics: dict = {"interactions": int(len(snapshot.interactions)), "eval_k": k}
+        if len(test):
+            candidate = LFMRecommender(**s.model_params())
+            candidate.fit(train, snapshot.user_features, snapshot.item_features, epochs=s.epochs,
+                          num_threads=s.train_threads, callback=progress("evaluation model"))
+            metrics["precision_at_k"] = precision_at_k(candidate, train, test, k)
+            metrics["baseline_precision_at_k"] = precision_at_k(candidate, train, test, k, use_baseline_only=True)
+            metrics["eval_users"] = int(test["user_id"].nunique())
+        serving = self._serving_metrics()
+        decision = "forced" if force else "accepted"
+        if not force and serving is not None and "precision_at_k" in metrics:
+            if metrics["precision_at_k"] < serving - s.eval_tolerance:
+                decision = "rejected"
+        metrics["serving_precision_at_k"] = serving
+        if decision == "rejected":
+            log.warning("new model rejected: precision@%d %.4f < serving %.4f - %.3f", k, metrics["precision_at_k"],
+                        serving, s.eval_tolerance)
+            return TrainResult(None, False, decision, metrics)
+        final = LFMRecommender(**s.model_params())
+        final.fit(snapshot.interactions, snapshot.user_features, snapshot.item_features, epochs=s.epochs,
+                  num_threads=s.train_threads, callback=progress("final model"))
+        metrics["train_seconds"] = round(time.time() - started, 3)
+        self._heartbeat(token, job_id, "publishing")
+        version = publish_model(final, s.model_dir, extra={
+            "metrics": metrics, "trained_at": time.time(), "data_snapshot_at": taken_at,
+            "n_users": final.n_users, "n_items": final.n_items})
+        announce_version(self.store, version)
+        log.info("published model %s (%s): %s", version, decision, metrics)
+        return TrainResult(version, True, decision, metrics)
+
+    def _serving_metrics(self) -> float | None:
+        """precision@k recorded when the serving model was published (evaluated on its own held-out slice)."""
+        version = current_version(self.store)
+        if not version:
+            return None
+        try:
+            meta = read_meta(os.path.join(self.settings.model_dir, version))
+        except Exception:  # the serving artifact is unreadable: nothing to compare against
+            return None
+        return meta.get("extra", {}).get("metrics", {}).get("precision_at_k")
+
+    # -------------------------------------------------------------- the job loop
+
+    def run_job(self, job_id: str) -> None:
+        """Run one queued job and record its outcome in Redis. Never raises (errors go into the job)."""
+        job = get_job(self.store, job_id)
+        if job is None:
+            return
+        key = job_key(self.store, job_id)
+        self.store.client.hset(key, mapping={"status": "running", "started_at": time.time(),
+                                             "heartbeat_at": time.time()})
+        try:
+            result = self.train_and_publish(force=job["force"], job_id=job_id)
+            mapping = {"status": "succeeded", "decision": result.decision, "metrics": json.dumps(result.metrics),
+                       "finished_at": time.time()}
+            if result.version:
+                mapping["version"] = result.version
+            self.store.client.hset(key, mapping=mapping)
+        except LockedError:
+            # another trainer is busy: put the job back for later instead of training twice at once
+            self.store.client.hset(key, mapping={"status": "queued"})
+            self.store.client.rpush(self.keys["queue"], job_id)
+            time.sleep(1.0)
+        except Exception as exc:
+            log.exception("retrain job %s failed", job_id)
+            try:
+                self.store.client.hset(key, mapping={"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                                                     "finished_at": time.time()})
+            except Exception:
+                log.exception("could not record the failure of job %s", job_id)
+        finally:
+            try:
+                self.store.client.eval(
+                    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end",
+                    1, self.keys["active"], job_id)
+            except Exception:
+                pass
+
+    def loop(self, poll: float = 1.0) -> None:
+        """Take jobs from the queue until stopped; survives Redis outages."""
+        while not self._stop.is_set():
+            try:
+                # RPOP and sleep rather than BRPOP: blocking reads would fight the short socket timeouts
+                job_id = self.store.client.rpop(self.keys["queue"])
+            except Exception as exc:  # Redis down: wait and retry
+                log.warning("trainer: cannot read the job queue: %s", exc)
+                job_id = None
+            if job_id:
+                self.run_job(job_id)
+            else:
+                self._stop.wait(poll)
+
+    def start(self) -> "Trainer":
+        """Run the loop in a daemon thread."""
+        self._thread = threading.Thread(target=self.loop, name="trainer", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the loop after the current job."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)

@@ -1,0 +1,147 @@
+"""`make run`: the one-command embedded default.
+
+Without REDIS_URL it starts a local Redis (persisting under var/redis), loads the demo data when the
+store is empty, trains and publishes a first model when none exists, then serves with gunicorn on
+PORT (default 8000). Honours PORT, REDIS_URL, ADMIN_TOKEN and MODEL_DIR. Ctrl-C (SIGINT) or SIGTERM
+stops everything it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from recommender.localredis import LocalRedis  # noqa: E402
+from recommender.serving import current_version  # noqa: E402
+from recommender.settings import Settings  # noqa: E402
+from recommender.synthetic import make_world  # noqa: E402
+from recommender.trainer import connect  # noqa: E402
+from recommender.training import Trainer  # noqa: E402
+
+VAR = ROOT / "var"
+EXAMPLES = VAR / "demo_examples.json"
+
+
+def say(message: str) -> None:
+    """Progress for the person at the terminal."""
+    print(f"[make run] {message}", flush=True)
+
+
+def load_demo_data(store) -> dict:
+    """Generate the synthetic demo world and load it; return example ids for the banner."""
+    say("the store is empty: generating demo data (3000 users, 2000 items) and loading it into Redis")
+    world = make_world(n_users=3000, n_items=2000, seed=42)
+    store.bulk_load_user_features(world.user_features, progress=True)
+    store.bulk_load_item_features(world.item_features, progress=True)
+    store.bulk_load_interactions(world.interactions, progress=True)
+    known = sorted(set(world.interactions["user_id"]), key=lambda u: int(u[1:]))
+    examples = {"known_user": known[0], "new_user": world.new_users[0], "new_item": world.new_items[0]}
+    VAR.mkdir(parents=True, exist_ok=True)
+    EXAMPLES.write_text(json.dumps(examples))
+    return examples
+
+
+def banner(port: int, token: str, generated: bool, examples: dict) -> str:
+    """How and where to call the service."""
+    base = f"http://localhost:{port}"
+    known = examples.get("known_user", "u1")
+    lines = [
+        "",
+        f"Service: {base}   (OpenAPI: {base}/openapi.json, metrics: {base}/metrics)",
+        f"Admin token{' (generated; set ADMIN_TOKEN to choose one)' if generated else ''}: {token}",
+        "",
+        "Try:",
+        f"  curl '{base}/recommend/{known}?n=5'",
+    ]
+    if "new_user" in examples:
+        lines.append(f"  curl '{base}/recommend/{examples['new_user']}?n=5'      # new user, features only")
+    lines += [
+        f"  curl '{base}/recommend/someone-new?n=5'      # nothing known: popular items",
+        f"  curl -X PUT -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\",
+        f"       -d '{{\"genre:drama\": 1, \"tag:drama-0\": 1}}' {base}/items/brand-new-item/features",
+        f"  curl -X POST -H 'Authorization: Bearer {token}' {base}/retrain",
+        f"  curl {base}/model",
+        "",
+        "Ctrl-C stops the service" + (" and its Redis." if examples.get("_local_redis") else "."),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    """Start (or reuse) Redis, make sure data and a model exist, run gunicorn until a signal."""
+    env = os.environ
+    redis_server = None
+    if not env.get("REDIS_URL"):
+        redis_server = LocalRedis(VAR / "redis", port=int(env.get("REDIS_PORT", "0")) or None, persist=True).start()
+        env["REDIS_URL"] = redis_server.url
+        say(f"started a local Redis at {redis_server.url} (data in var/redis; set REDIS_URL to use your own)")
+    env.setdefault("MODEL_DIR", str(VAR / "models"))
+    generated = not env.get("ADMIN_TOKEN")
+    token = env.get("ADMIN_TOKEN") or secrets.token_urlsafe(24)
+    env["ADMIN_TOKEN"] = token
+    env.setdefault("TRAINER_IN_APP", "1")
+    port = int(env.get("PORT", "8000"))
+    gunicorn = None
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        settings = Settings.from_env()
+        store = connect(settings, wait=30)
+        examples = json.loads(EXAMPLES.read_text()) if EXAMPLES.exists() else {}
+        if store.is_empty():
+            examples = load_demo_data(store)
+        version = current_version(store)
+        if not version or not (Path(settings.model_dir) / version / "meta.json").exists():
+            say("no published model: training the first one (progress below)")
+            result = Trainer(store, settings).train_and_publish(force=True, verbose=True)
+            metrics = result.metrics
+            say(f"published model {result.version}: precision@{metrics.get('eval_k')} "
+                f"{metrics.get('precision_at_k', float('nan')):.3f} vs popularity "
+                f"{metrics.get('baseline_precision_at_k', float('nan')):.3f}")
+        examples["_local_redis"] = redis_server is not None
+        gunicorn = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "app" / "gunicorn_conf.py")],
+                                    cwd=ROOT, env=env)
+        deadline = time.monotonic() + 60
+        import urllib.request
+
+        while time.monotonic() < deadline and gunicorn.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.3)
+        if gunicorn.poll() is not None:
+            say(f"gunicorn exited with {gunicorn.returncode} (is port {port} taken? set PORT)")
+            return 1
+        print(banner(port, token, generated, examples), flush=True)
+        return gunicorn.wait()
+    except KeyboardInterrupt:
+        say("stopping")
+        return 0
+    finally:
+        if gunicorn and gunicorn.poll() is None:
+            gunicorn.send_signal(signal.SIGTERM)
+            try:
+                gunicorn.wait(15)
+            except subprocess.TimeoutExpired:
+                gunicorn.kill()
+        if redis_server:
+            redis_server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 
 from flask import Blueprint, jsonify, request, url_for
@@ -208,6 +209,7 @@ def get_model():
         raise ApiError(503, "no_model", "no model is loaded yet", {"Retry-After": "5"})
     extra = snap.meta.get("extra", {})
     return jsonify({"version": snap.version, "trained_at": extra.get("trained_at"), "loaded_at": snap.loaded_at,
+                    "worker_pid": os.getpid(),
                     "users": snap.model.n_users, "items": snap.model.n_items,
                     "new_items_with_features": len(snap.items.extra_ids),
                     "params": {"indicators": snap.model.indicators, "row_norm": snap.model.row_norm,

@@ -44,6 +44,29 @@ def check_weight(name: str, weight: object) -> float:
     return value
 
 
+def check_id(value: object, what: str = "id") -> str:
+    """Return the canonical id (see normalize_id), or raise ValueError if it is empty or too long."""
+    canonical = normalize_id(value)
+    if not canonical:
+        raise ValueError(f"{what} must not be empty")
+    if len(canonical) > MAX_ID_LENGTH:
+        raise ValueError(f"{what} is {len(canonical)} characters long, the limit is {MAX_ID_LENGTH}: "
+                         f"{canonical[:40]!r}...")
+    return canonical
+
+
+def check_feature_name(name: object) -> str:
+    """Return the feature name, or raise ValueError if it is not a non-empty string of bounded length."""
+    if not isinstance(name, str):
+        raise ValueError(f"feature name must be a string, got {name!r}")
+    if not name:
+        raise ValueError("feature names must not be empty")
+    if len(name) > MAX_FEATURE_LENGTH:
+        raise ValueError(f"feature name is {len(name)} characters long, the limit is {MAX_FEATURE_LENGTH}: "
+                         f"{name[:40]!r}...")
+    return name
+
+
 def build_rows(
     n_rows: int,
     n_columns: int,

@@ -36,11 +36,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--once", action="store_true", help="train and publish once (forced), then exit")
     parser.add_argument("--if-none", action="store_true", help="with --once: only if no model is published yet")
+    parser.add_argument("--init-demo", action="store_true",
+                        help="load the demo data if the store is empty and publish a first model if none, then exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s trainer %(levelname)s %(message)s")
     settings = Settings.from_env()
     store = connect(settings)
     trainer = Trainer(store, settings)
+    if args.init_demo:
+        from .bootstrap import ensure_demo_data, ensure_model
+
+        ensure_demo_data(store)
+        result = ensure_model(store, settings)
+        log.info("init done: %s", f"published {result.version}" if result else "a model was already published")
+        return 0
     if args.once:
         from .serving import current_version
 

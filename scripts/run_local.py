@@ -20,12 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from recommender.bootstrap import ensure_demo_data, ensure_model  # noqa: E402
 from recommender.localredis import LocalRedis  # noqa: E402
-from recommender.serving import current_version  # noqa: E402
 from recommender.settings import Settings  # noqa: E402
-from recommender.synthetic import make_world  # noqa: E402
 from recommender.trainer import connect  # noqa: E402
-from recommender.training import Trainer  # noqa: E402
 
 VAR = ROOT / "var"
 EXAMPLES = VAR / "demo_examples.json"
@@ -34,20 +32,6 @@ EXAMPLES = VAR / "demo_examples.json"
 def say(message: str) -> None:
     """Progress for the person at the terminal."""
     print(f"[make run] {message}", flush=True)
-
-
-def load_demo_data(store) -> dict:
-    """Generate the synthetic demo world and load it; return example ids for the banner."""
-    say("the store is empty: generating demo data (3000 users, 2000 items) and loading it into Redis")
-    world = make_world(n_users=3000, n_items=2000, seed=42)
-    store.bulk_load_user_features(world.user_features, progress=True)
-    store.bulk_load_item_features(world.item_features, progress=True)
-    store.bulk_load_interactions(world.interactions, progress=True)
-    known = sorted(set(world.interactions["user_id"]), key=lambda u: int(u[1:]))
-    examples = {"known_user": known[0], "new_user": world.new_users[0], "new_item": world.new_items[0]}
-    VAR.mkdir(parents=True, exist_ok=True)
-    EXAMPLES.write_text(json.dumps(examples))
-    return examples
 
 
 def banner(port: int, token: str, generated: bool, examples: dict) -> str:
@@ -102,11 +86,11 @@ def main() -> int:
         store = connect(settings, wait=30)
         examples = json.loads(EXAMPLES.read_text()) if EXAMPLES.exists() else {}
         if store.is_empty():
-            examples = load_demo_data(store)
-        version = current_version(store)
-        if not version or not (Path(settings.model_dir) / version / "meta.json").exists():
-            say("no published model: training the first one (progress below)")
-            result = Trainer(store, settings).train_and_publish(force=True, verbose=True)
+            say("the store is empty: generating demo data (3000 users, 2000 items) and loading it into Redis")
+            examples = ensure_demo_data(store, EXAMPLES)
+        say("checking for a published model (training the first one if there is none)")
+        result = ensure_model(store, settings)
+        if result is not None:
             metrics = result.metrics
             say(f"published model {result.version}: precision@{metrics.get('eval_k')} "
                 f"{metrics.get('precision_at_k', float('nan')):.3f} vs popularity "

@@ -1,0 +1,41 @@
+"""First-run setup shared by `make run` and the compose `init` service: demo data and a first model."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from .serving import current_version
+from .settings import Settings
+from .synthetic import make_world
+from .training import Trainer, TrainResult
+
+log = logging.getLogger(__name__)
+
+
+def ensure_demo_data(store, examples_path: Path | None = None, *, n_users: int = 3000, n_items: int = 2000,
+                     seed: int = 42) -> dict | None:
+    """Load the synthetic demo world when the store is empty; return example ids (None if not loaded)."""
+    if not store.is_empty():
+        return None
+    log.info("the store is empty: loading demo data (%d users, %d items)", n_users, n_items)
+    world = make_world(n_users=n_users, n_items=n_items, seed=seed)
+    store.bulk_load_user_features(world.user_features, progress=True)
+    store.bulk_load_item_features(world.item_features, progress=True)
+    store.bulk_load_interactions(world.interactions, progress=True)
+    known = sorted(set(world.interactions["user_id"]), key=lambda u: int(u[1:]))
+    examples = {"known_user": known[0], "new_user": world.new_users[0], "new_item": world.new_items[0]}
+    if examples_path is not None:
+        examples_path.parent.mkdir(parents=True, exist_ok=True)
+        examples_path.write_text(json.dumps(examples))
+    return examples
+
+
+def ensure_model(store, settings: Settings, *, verbose: bool = True) -> TrainResult | None:
+    """Train and publish a first model unless a readable one is already published."""
+    version = current_version(store)
+    if version and (Path(settings.model_dir) / version / "meta.json").exists():
+        return None
+    log.info("no published model: training the first one")
+    return Trainer(store, settings).train_and_publish(force=True, verbose=verbose)

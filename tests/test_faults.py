@@ -1,0 +1,82 @@
+"""Faults: Redis stops and comes back under a steady stream of requests; the service degrades and recovers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+import requests
+
+from recommender.localredis import LocalRedis
+
+from .service_helpers import (TOKEN, publish_first_model, seed_store, service_settings, small_world,
+                              start_gunicorn, wait_for)
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A Redis this test may stop and restart (same port, same append-only data)."""
+    server = LocalRedis(tmp_path / "redis", persist=True).start()
+    yield server
+    server.stop()
+
+
+def test_redis_outage_degrades_then_recovers(private_redis, tmp_path):
+    world = small_world()
+    settings = service_settings(private_redis.url, "reco:", tmp_path / "models")
+    store = seed_store(private_redis.url, "reco:", world)
+    publish_first_model(store, settings)
+    time.sleep(1.2)  # let the append-only file reach the disk (appendfsync everysec)
+    service = start_gunicorn(settings, tmp_path, workers=2)
+    known = sorted(set(world.interactions["user_id"]))[0]
+    stop = threading.Event()
+    results: list = []
+    lock = threading.Lock()
+
+    def client():
+        session = requests.Session()
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                r = session.get(f"{service.base}/recommend/{known}?n=5", timeout=10)
+                entry = (r.status_code, r.json().get("degraded") if r.status_code == 200 else r.json()["error"]["code"],
+                         time.monotonic() - started)
+            except Exception as exc:
+                entry = (0, repr(exc), time.monotonic() - started)
+            with lock:
+                results.append(entry)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)
+        private_redis.stop()
+        time.sleep(0.5)
+        ready = requests.get(service.base + "/ready", timeout=5)
+        assert ready.status_code == 503 and ready.json()["redis"] == "unavailable"
+        write = requests.put(service.base + "/users/someone/features", json={"a": 1.0}, headers=AUTH, timeout=5)
+        assert write.status_code == 503 and write.json()["error"]["code"] == "store_unavailable"
+        time.sleep(2.0)
+        private_redis.start()
+        wait_for(lambda: requests.get(service.base + "/ready", timeout=5).status_code == 200, timeout=20)
+        recovered = wait_for(lambda: (lambda b: b if b["degraded"] is False else None)(
+            requests.get(f"{service.base}/recommend/{known}?n=5", timeout=5).json()), timeout=20)
+        assert recovered["strategy"] == "personalized"
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        service.stop()
+    statuses = Counter(s for s, _, _ in results)
+    bad = [r for r in results if r[0] not in (200, 503)]
+    assert not bad, bad[:5]
+    assert any(d is True for s, d, _ in results if s == 200), "some answers should have been degraded"
+    assert any(d is False for s, d, _ in results if s == 200)
+    assert max(elapsed for _, _, elapsed in results) < 3.0, "a request took too long during the outage"
+    assert statuses[200] > 50

@@ -82,37 +82,50 @@ def build_rows(
     (row, column) pairs are summed. row_norm decides how weights are scaled within a row:
     "features" keeps the indicator at 1 and scales the features to sum (in absolute value) to 1,
     "together" scales indicator and features jointly to sum to 1, "none" leaves them as given.
+    Plain numpy (one CSR built at the end), because serving calls this for every request.
+    """
+    rows, cols, vals = row_entries(n_rows, n_columns, indicator_columns, feature_rows, feature_columns,
+                                   feature_weights, row_norm)
+    indptr = np.zeros(n_rows + 1, dtype=np.int32)
+    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+    return sp.csr_matrix((vals.astype(np.float32), cols.astype(np.int32), indptr), shape=(n_rows, n_columns))
+
+
+def row_entries(n_rows: int, n_columns: int, indicator_columns, feature_rows, feature_columns, feature_weights,
+                row_norm: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The normalised (row, column, weight) entries of build_rows, sorted by row then column, no zeros.
+
+    This is where weights are combined and normalised, for training matrices and request rows alike.
     """
     if row_norm not in ROW_NORMS:
         raise ValueError(f"row_norm must be one of {ROW_NORMS}, got {row_norm!r}")
-    feats = sp.csr_matrix(
-        (np.asarray(feature_weights, dtype=np.float64), (feature_rows, feature_columns)),
-        shape=(n_rows, n_columns),
-    )
-    feats.sum_duplicates()
+    rows = np.asarray(feature_rows, dtype=np.int64)
+    cols = np.asarray(feature_columns, dtype=np.int64)
+    vals = np.asarray(feature_weights, dtype=np.float64)
+    if len(rows):
+        keys, inverse = np.unique(rows * n_columns + cols, return_inverse=True)
+        vals = np.bincount(inverse.ravel(), weights=vals, minlength=len(keys))
+        rows, cols = keys // n_columns, keys % n_columns
     if row_norm == "features":
-        feats = _scale_rows(feats)
-    has_indicator = indicator_columns >= 0
-    ind_rows = np.flatnonzero(has_indicator)
-    indicators = sp.csr_matrix(
-        (np.ones(len(ind_rows)), (ind_rows, indicator_columns[has_indicator])), shape=(n_rows, n_columns)
-    )
-    rows = (feats + indicators).tocsr()
+        vals = vals / _row_sums(rows, vals, n_rows)[rows]
+    indicator_columns = np.asarray(indicator_columns, dtype=np.int64)
+    ind_rows = np.flatnonzero(indicator_columns >= 0)
+    rows = np.concatenate([rows, ind_rows])
+    cols = np.concatenate([cols, indicator_columns[ind_rows]])
+    vals = np.concatenate([vals, np.ones(len(ind_rows))])
     if row_norm == "together":
-        rows = _scale_rows(rows)
-    rows.eliminate_zeros()
-    rows.sort_indices()
-    out = rows.astype(np.float32)
-    out.indices = out.indices.astype(np.int32)
-    out.indptr = out.indptr.astype(np.int32)
-    return out
+        vals = vals / _row_sums(rows, vals, n_rows)[rows]
+    keep = vals != 0
+    rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    order = np.lexsort((cols, rows))
+    return rows[order], cols[order], vals[order].astype(np.float32)
 
 
-def _scale_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:
-    """Divide each row by the sum of its absolute weights (rows that sum to 0 are left alone)."""
-    sums = np.asarray(abs(matrix).sum(axis=1)).ravel()
+def _row_sums(rows: np.ndarray, vals: np.ndarray, n_rows: int) -> np.ndarray:
+    """Sum of absolute weights per row; rows that sum to 0 get 1 (left unscaled)."""
+    sums = np.bincount(rows, weights=np.abs(vals), minlength=n_rows)
     sums[sums == 0] = 1.0
-    return sp.diags(1.0 / sums) @ matrix
+    return sums
 
 
 @dataclass
@@ -173,6 +186,27 @@ class FeatureSpace:
             cols = col_idx[keep].to_numpy(dtype=np.int64) + self.feature_offset
         ind = np.arange(n) if self.indicator else np.full(n, -1)
         return build_rows(n, self.n_columns, ind, rows, cols, weights, self.row_norm), ignored
+
+    def row(self, entity_id: str | None, feats: Mapping[str, float] | None) -> tuple[np.ndarray, np.ndarray, Counter]:
+        """One serving row as (columns, float32 weights), plus ignored feature names: rows() without scipy."""
+        ind = -1
+        if self.indicator and entity_id is not None:
+            ind = self.id_index.get(entity_id, -1)
+        cols: list[int] = []
+        weights: list[float] = []
+        ignored: Counter = Counter()
+        offset = self.feature_offset
+        for name, weight in (feats or {}).items():
+            w = check_weight(name, weight)
+            col = self.feature_index.get(name)
+            if col is None:
+                ignored[name] += 1
+                continue
+            cols.append(col + offset)
+            weights.append(w)
+        _, columns, values = row_entries(1, self.n_columns, [ind], np.zeros(len(cols), dtype=np.int64),
+                                         np.asarray(cols, dtype=np.int64), np.asarray(weights), self.row_norm)
+        return columns, values, ignored
 
     def rows(self, entities: Sequence[tuple[str | None, Mapping[str, float] | None]]) -> tuple[sp.csr_matrix, Counter]:
         """Rows for (id, features) pairs at serving time; an id that is not known gets no indicator."""

@@ -484,12 +484,13 @@ class LFMRecommender(LightFM):
             if pos is None:
                 return None, np.float32(0)
             return self._user_repr[pos], self._user_bias[pos]
-        row, unseen = self.user_space.rows([(user_id, user_features)])
+        cols, weights, unseen = self.user_space.row(user_id, user_features)
         ignored.update(unseen)
-        if row.nnz == 0 and pos is None:
+        if len(cols) == 0 and pos is None:
             return None, np.float32(0)
-        vec = np.asarray(row @ self.user_embeddings, dtype=np.float32).ravel()
-        bias = np.float32((row @ self.user_biases)[0])
+        # one sparse row: index the few embedding rows directly (scipy's matmul costs more than the math)
+        vec = (weights @ self.user_embeddings[cols]).astype(np.float32)
+        bias = np.float32(weights @ self.user_biases[cols])
         return vec, bias
 
     def _item_rows(self, items: Sequence[tuple[str, Mapping[str, float]]], ignored: Counter) -> list:
@@ -504,12 +505,12 @@ class LFMRecommender(LightFM):
                 vec, unseen = hit
             else:
                 self.cache_misses += 1
-                row, unseen = self.item_space.rows([(item, feats)])
-                if row.nnz == 0:
+                cols, weights, unseen = self.item_space.row(item, feats)
+                if len(cols) == 0:
                     vec = None
                 else:
-                    vec = np.append(np.asarray(row @ self.item_embeddings, dtype=np.float32).ravel(),
-                                    np.float32((row @ self.item_biases)[0])).astype(np.float32)
+                    vec = np.append(weights @ self.item_embeddings[cols],
+                                    weights @ self.item_biases[cols]).astype(np.float32)
                 with self._cache_lock:
                     self._cache[key] = (vec, unseen)
             ignored.update(unseen)

@@ -99,6 +99,8 @@ def row_entries(n_rows: int, n_columns: int, indicator_columns, feature_rows, fe
     """
     if row_norm not in ROW_NORMS:
         raise ValueError(f"row_norm must be one of {ROW_NORMS}, got {row_norm!r}")
+    if n_rows == 1 and len(feature_columns) <= 64:
+        return _one_row_entries(int(indicator_columns[0]), feature_columns, feature_weights, row_norm)
     rows = np.asarray(feature_rows, dtype=np.int64)
     cols = np.asarray(feature_columns, dtype=np.int64)
     vals = np.asarray(feature_weights, dtype=np.float64)
@@ -119,6 +121,25 @@ def row_entries(n_rows: int, n_columns: int, indicator_columns, feature_rows, fe
     rows, cols, vals = rows[keep], cols[keep], vals[keep]
     order = np.lexsort((cols, rows))
     return rows[order], cols[order], vals[order].astype(np.float32)
+
+
+def _one_row_entries(indicator: int, columns, weights, row_norm: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """row_entries for a single short row (a request), in plain Python: the same arithmetic, no numpy overhead."""
+    acc: dict[int, float] = {}
+    for col, weight in zip(columns, weights):
+        acc[int(col)] = acc.get(int(col), 0.0) + float(weight)
+    if row_norm == "features":
+        total = sum(abs(v) for v in acc.values()) or 1.0
+        acc = {c: v / total for c, v in acc.items()}
+    if indicator >= 0:
+        acc[indicator] = acc.get(indicator, 0.0) + 1.0
+    if row_norm == "together":
+        total = sum(abs(v) for v in acc.values()) or 1.0
+        acc = {c: v / total for c, v in acc.items()}
+    entries = sorted((c, v) for c, v in acc.items() if v != 0)
+    cols = np.fromiter((c for c, _ in entries), dtype=np.int64, count=len(entries))
+    vals = np.fromiter((v for _, v in entries), dtype=np.float64, count=len(entries)).astype(np.float32)
+    return np.zeros(len(entries), dtype=np.int64), cols, vals
 
 
 def _row_sums(rows: np.ndarray, vals: np.ndarray, n_rows: int) -> np.ndarray:
@@ -204,8 +225,7 @@ class FeatureSpace:
                 continue
             cols.append(col + offset)
             weights.append(w)
-        _, columns, values = row_entries(1, self.n_columns, [ind], np.zeros(len(cols), dtype=np.int64),
-                                         np.asarray(cols, dtype=np.int64), np.asarray(weights), self.row_norm)
+        _, columns, values = row_entries(1, self.n_columns, [ind], [0] * len(cols), cols, weights, self.row_norm)
         return columns, values, ignored
 
     def rows(self, entities: Sequence[tuple[str | None, Mapping[str, float] | None]]) -> tuple[sp.csr_matrix, Counter]:

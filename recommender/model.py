@@ -62,6 +62,7 @@ class PreparedItems:
     unscorable: list[str]  # unknown items whose features are all unseen
     ignored_features: Counter
     owner: int  # id() of the model that prepared them
+    extra_baseline: np.ndarray  # popularity-scale scores of the extra items, for users served by the baseline
 
 
 class LFMRecommender(LightFM):
@@ -316,7 +317,7 @@ class LFMRecommender(LightFM):
                         ignored_features=dict(scored.ignored_features))
         known_scores = scored.known_scores
         extra_scores = scored.extra_scores
-        excluded = {normalize_id(e) for e in exclude} if exclude else set()
+        excluded = {e if type(e) is str else normalize_id(e) for e in exclude} if exclude else set()
         if excluded:
             index = self.item_space.id_index
             positions = [index[e] for e in excluded if e in index]
@@ -374,14 +375,15 @@ class LFMRecommender(LightFM):
         extra = np.asarray([v for v in unknown_vecs if v is not None], dtype=np.float32).reshape(-1, width)
         return PreparedItems(feats, np.asarray([index[i] for i, _ in known], dtype=np.int64), override,
                              extra_ids, extra, [i for (i, _), v in zip(unknown, unknown_vecs) if v is None],
-                             ignored, id(self))
+                             ignored, id(self),
+                             self._baseline_from_bias(extra[:, -1]) if len(extra) else np.zeros(0))
 
     def _score_prepared(self, user_vec, user_bias, prepared: PreparedItems, strategy: str,
                         ignored: Counter) -> Scored:
         """Score every known item plus prepared items: two matrix-vector products, no per-item loop."""
         ignored.update(prepared.ignored_features)
         if user_vec is None:
-            extra_scores = np.asarray([self._baseline_from_bias(b) for b in prepared.extra_matrix[:, -1]])
+            extra_scores = prepared.extra_baseline
             return Scored(None, self._popularity.copy(), prepared.extra_ids, extra_scores, strategy,
                           list(prepared.unscorable), ignored)
         query = np.append(user_vec, np.float32(1.0)).astype(np.float32)
@@ -461,7 +463,7 @@ class LFMRecommender(LightFM):
                             else np.zeros(0, dtype=np.float32))
         else:
             known_scores = self._popularity.copy() if known_idx is None else self._popularity[known_idx]
-            extra_scores = np.asarray([self._baseline_from_bias(vec[-1]) for vec in extra_matrix])
+            extra_scores = self._baseline_from_bias(extra_matrix[:, -1]) if len(extra_matrix) else np.zeros(0)
         if ignored:
             log.debug("ignored %d feature name(s) unseen in training: %s", sum(ignored.values()),
                       list(ignored)[:10])
@@ -517,10 +519,10 @@ class LFMRecommender(LightFM):
             out.append(vec)
         return out
 
-    def _baseline_from_bias(self, bias: float) -> float:
-        """Popularity-scale score for a new item: the popularity at its bias's quantile among known items."""
-        frac = np.searchsorted(self._bias_sorted, bias, side="right") / len(self._bias_sorted)
-        return float(np.quantile(self._pop_sorted, min(frac, 1.0)))
+    def _baseline_from_bias(self, biases: np.ndarray) -> np.ndarray:
+        """Popularity-scale scores for new items: the popularity at each bias's quantile among known items."""
+        frac = np.searchsorted(self._bias_sorted, biases, side="right") / len(self._bias_sorted)
+        return np.quantile(self._pop_sorted, np.minimum(frac, 1.0))
 
     # ------------------------------------------------------------------ persistence
 

@@ -362,3 +362,14 @@ def test_prepared_items_score_like_the_dict_path(ctx, world):
     other = LFMRecommender(no_components=4).fit(world.interactions, epochs=1)
     with pytest.raises(ValueError, match="another model"):
         other.recommend("u1", item_features=prepared)
+
+
+def test_training_rows_match_hand_built_rows(ctx, world):
+    """The matrices fit() trained on are the rows a hand-built reference gives (normalisation included)."""
+    model = ctx.model
+    for space, matrix, frame, col in ((model.user_space, model.user_features_, world.user_features, "user_id"),
+                                      (model.item_space, model.item_features_, world.item_features, "item_id")):
+        for pos in (0, 1, space.n_ids // 2, space.n_ids - 1):
+            entity = space.ids[pos]
+            expected = reference_row(space, entity, features_of(frame, col, entity), ctx.row_norm)
+            np.testing.assert_allclose(matrix[pos].toarray()[0], expected, rtol=1e-6, atol=1e-7)

@@ -1,0 +1,170 @@
+"""HTTP benchmark: GET /recommend/<id> through gunicorn next to a trivial Flask JSON endpoint.
+
+Both run under the same gunicorn config (same workers and threads) on the same machine, loaded by
+wrk at 1, 16 and 64 connections. The ratio of their throughputs is the figure of merit (target
+>= 0.6 at 16 connections, with p99 < 10 ms). Needs `wrk` (Debian: apt-get install wrk).
+
+    .venv/bin/python scripts/bench_http.py [--duration 15] [--connections 1,16,64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from recommender.bootstrap import ensure_demo_data  # noqa: E402
+from recommender.localredis import LocalRedis  # noqa: E402
+from recommender.settings import Settings  # noqa: E402
+from recommender.store import RedisFeatureStore  # noqa: E402
+from recommender.training import Trainer  # noqa: E402
+from scripts.harness import start_gunicorn  # noqa: E402
+
+LUA = """
+math.randomseed(%(seed)d)
+request = function()
+  local u = math.random(1, %(users)d)
+  return wrk.format("GET", "/recommend/u" .. u .. "?n=10")
+end
+"""
+
+
+def parse_wrk(text: str) -> dict:
+    """Requests/s, p50/p99 in ms, and error counts from wrk --latency output."""
+    def ms(value: str, unit: str) -> float:
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+    out = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))}
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M)
+        out[f"p{pct}"] = ms(*m.groups()) if m else float("nan")
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    out["socket_errors"] = sum(int(x) for x in errors.groups()) if errors else 0
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    out["non_2xx"] = int(non2xx.group(1)) if non2xx else 0
+    out["requests"] = int(re.search(r"(\d+) requests in", text).group(1))
+    return out
+
+
+def run_wrk(url: str, connections: int, duration: int, script: str | None) -> dict:
+    """One wrk run."""
+    threads = min(2, connections)
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s"]
+    if script:
+        cmd += ["-s", script]
+    text = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
+    return parse_wrk(text)
+
+
+def main() -> int:
+    """Set up Redis, data, a model and two gunicorns; run wrk; print, write markdown and a PNG."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=int, default=15)
+    p.add_argument("--connections", default="1,16,64")
+    p.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "2")))
+    p.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", "4")))
+    p.add_argument("--redis-url", default=None, help="use this Redis (keys under a random bench: prefix)")
+    p.add_argument("--out", default="docs/bench_http")
+    args = p.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed (Debian/Ubuntu: apt-get install wrk)")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-http-"))
+    redis_server = None
+    url = args.redis_url
+    if not url:
+        redis_server = LocalRedis(tmp / "redis").start()
+        url = redis_server.url
+    prefix = f"bench:{uuid.uuid4().hex[:8]}:"
+    settings = Settings(redis_url=url, redis_prefix=prefix, model_dir=str(tmp / "models"),
+                        admin_token="bench-admin-token-0123456789").validated()
+    store = RedisFeatureStore.from_url(url, prefix=prefix, socket_timeout=30)
+    services = []
+    try:
+        print("loading demo data and training a model ...", flush=True)
+        ensure_demo_data(store)
+        Trainer(store, settings).train_and_publish(force=True)
+        reco = start_gunicorn(settings, tmp, args.workers, args.threads)
+        services.append(reco)
+        trivial = start_gunicorn(settings, tmp, args.workers, args.threads, app_spec="scripts.trivial_app:app",
+                                 ready_path="/ping")
+        services.append(trivial)
+        lua = tmp / "users.lua"
+        lua.write_text(LUA % {"seed": 42, "users": 3000})
+        rows = []
+        for c in [int(x) for x in args.connections.split(",")]:
+            for name, base, script, path in (("trivial /ping", trivial.base, None, "/ping"),
+                                             ("GET /recommend", reco.base, str(lua), "/")):
+                run_wrk(base + path, c, 2, script)  # warm-up
+                result = run_wrk(base + path, c, args.duration, script)
+                rows.append({"endpoint": name, "connections": c, **result})
+                print(f"{name:16s} c={c:3d}  {result['rps']:8.0f} req/s  p50 {result['p50']:6.2f} ms  "
+                      f"p99 {result['p99']:6.2f} ms  errors {result['socket_errors'] + result['non_2xx']}",
+                      flush=True)
+    finally:
+        for s in services:
+            s.stop()
+        if redis_server:
+            redis_server.stop()
+    write_report(rows, args, Path(args.out))
+    return 0
+
+
+def write_report(rows: list[dict], args, out: Path) -> None:
+    """Markdown table with ratios, and a PNG of throughput and p99 per connection count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    load = os.getloadavg()[0]
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "?")
+    lines = [f"# HTTP benchmark (`scripts/bench_http.py`)", "",
+             f"{time.strftime('%Y-%m-%d %H:%M')}; {os.cpu_count()} cores ({cpu}); gunicorn {args.workers} workers x "
+             f"{args.threads} threads (gthread); wrk on the same machine, {args.duration} s per run after a 2 s "
+             f"warm-up; demo data (3000 users, 2000 items), random known users, n=10, features and seen items "
+             f"read from Redis per request. Load average at the end: {load:.2f}.", "",
+             "| connections | endpoint | req/s | p50 ms | p99 ms | errors | recommend / trivial |",
+             "|---:|---|---:|---:|---:|---:|---:|"]
+    by_c: dict = {}
+    for r in rows:
+        by_c.setdefault(r["connections"], {})[r["endpoint"]] = r
+    for c, pair in by_c.items():
+        for name, r in pair.items():
+            ratio = ""
+            if name == "GET /recommend" and "trivial /ping" in pair:
+                ratio = f"{r['rps'] / pair['trivial /ping']['rps']:.2f}"
+            lines.append(f"| {c} | {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
+                         f"{r['socket_errors'] + r['non_2xx']} | {ratio} |")
+    lines += ["", "Targets: recommend / trivial >= 0.6 at 16 connections; p99 < 10 ms at 16 connections."]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+    conns = sorted(by_c)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, color in (("trivial /ping", "#999999"), ("GET /recommend", "#1f77b4")):
+        ax1.plot(conns, [by_c[c][name]["rps"] for c in conns], "o-", label=name, color=color)
+        ax2.plot(conns, [by_c[c][name]["p99"] for c in conns], "o-", label=name, color=color)
+    ax1.set(xscale="log", xlabel="connections", ylabel="requests/s", title="Throughput")
+    ax2.set(xscale="log", yscale="log", xlabel="connections", ylabel="p99 latency (ms)", title="p99 latency")
+    ax2.axhline(10, ls="--", color="red", lw=0.8, label="10 ms target")
+    for ax in (ax1, ax2):
+        ax.set_xticks(conns, [str(c) for c in conns])
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=110)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import redis
 
 from .errors import ArtifactError, RecommenderError
 from .model import LFMRecommender, PreparedItems
@@ -131,9 +132,9 @@ class ModelWatcher:
             elif snap is not None:
                 self._refresh_items(snap)
             self.last_error = None
-        except RecommenderError as exc:  # Redis down: keep serving what we have
+        except (RecommenderError, redis.exceptions.RedisError) as exc:  # Redis down: keep serving what we have
             self.last_error = str(exc)
-            log.warning("watcher: %s", exc)
+            log.warning("watcher: Redis unavailable, serving the current model: %s", exc)
         except Exception as exc:  # never let the thread die
             self.last_error = repr(exc)
             log.exception("watcher: unexpected error")

@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
                                                       "item_features.csv")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", DEFAULT_URL),
                         help="Redis URL (default: $REDIS_URL, else %(default)s)")
-    parser.add_argument("--prefix", default="reco:", help="key prefix (default %(default)s)")
+    parser.add_argument("--prefix", default=os.environ.get("REDIS_PREFIX", "reco:"),
+                        help="key prefix (default: REDIS_PREFIX or %(default)s)")
     parser.add_argument("--batch", type=int, default=5000, help="entities or rows per pipeline (default 5000)")
     args = parser.parse_args(argv)
 

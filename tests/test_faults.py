@@ -7,6 +7,7 @@ import time
 from collections import Counter
 
 import pytest
+import redis
 import requests
 
 from recommender.localredis import LocalRedis
@@ -67,7 +68,13 @@ def test_redis_outage_degrades_then_recovers(private_redis, tmp_path):
         recovered = wait_for(lambda: (lambda b: b if b["degraded"] is False else None)(
             requests.get(f"{service.base}/recommend/{known}?n=5", timeout=5).json()), timeout=20)
         assert recovered["strategy"] == "personalized"
-        time.sleep(0.5)
+        # a slow Redis (every client paused for 1.5 s): answers come back degraded, in bounded time
+        redis.Redis.from_url(private_redis.url).execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        started = time.monotonic()
+        slow = requests.get(f"{service.base}/recommend/{known}?n=5", timeout=10)
+        assert slow.status_code == 200 and slow.json()["degraded"] is True
+        assert time.monotonic() - started < 1.4
+        time.sleep(1.5)
     finally:
         stop.set()
         for t in threads:

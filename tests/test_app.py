@@ -1,0 +1,52 @@
+"""In-process checks of the Flask app that need a differently configured service."""
+
+from __future__ import annotations
+
+import pytest
+
+from app import create_app
+from recommender.settings import Settings
+
+from .service_helpers import service_settings
+
+
+@pytest.fixture
+def app_without_token(redis_url, key_prefix, tmp_path):
+    app = create_app(service_settings(redis_url, key_prefix, tmp_path / "models", admin_token=None))
+    yield app
+    app.extensions["reco"].stop()
+
+
+@pytest.mark.parametrize("method, path", [("put", "/users/u1/features"), ("put", "/items/i1/features"),
+                                          ("post", "/interactions"), ("post", "/retrain"),
+                                          ("get", "/retrain/abc")])
+def test_admin_endpoints_are_disabled_without_a_token(app_without_token, method, path):
+    client = app_without_token.test_client()
+    r = getattr(client, method)(path, json={"a": 1}, headers={"Authorization": "Bearer anything-at-all-000"})
+    assert r.status_code == 403
+    assert r.json["error"]["code"] == "admin_disabled" and "ADMIN_TOKEN" in r.json["error"]["message"]
+
+
+def test_no_model_yet_is_a_503_not_a_crash(app_without_token):
+    client = app_without_token.test_client()
+    r = client.get("/recommend/u1")
+    assert r.status_code == 503 and r.json["error"]["code"] == "no_model"
+    assert client.get("/ready").status_code == 503
+    assert client.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"MAX_N": "0"}, "MAX_N"),
+    ({"REDIS_URL": "http://nope"}, "REDIS_URL"),
+    ({"ADMIN_TOKEN": "short"}, "ADMIN_TOKEN"),
+    ({"EPOCHS": "many"}, "EPOCHS"),
+    ({"ROW_NORM": "l2"}, "ROW_NORM"),
+])
+def test_bad_settings_stop_the_start_with_a_clear_message(env, message):
+    with pytest.raises(ValueError, match=message):
+        Settings.from_env(env)
+
+
+def test_settings_from_environment():
+    s = Settings.from_env({"MAX_N": "50", "TRAINER_IN_APP": "true", "ADMIN_TOKEN": "", "RANDOM_STATE": "7"})
+    assert s.max_n == 50 and s.trainer_in_app is True and s.admin_token is None and s.random_state == 7

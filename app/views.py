@@ -109,32 +109,29 @@ def recommend(user_id: str):
                     "items": [{"item_id": item, "score": round(score, 6)} for item, score in ranked]})
 
 
+def _put_features(kind: str, entity_id: str, write) -> dict:
+    """Shared body of the two feature PUTs: admin check, validation, one atomic write."""
+    svc = services()
+    require_admin(svc.settings.admin_token)
+    entity_id = _check_id(entity_id, f"{kind}_id")
+    features = _features_body()
+    try:
+        write(svc.store, entity_id, features)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_body", str(exc)) from None
+    return jsonify({f"{kind}_id": entity_id, "features": len(features)})
+
+
 @api.put("/users/<path:user_id>/features")
 def put_user_features(user_id: str):
     """Replace a user's features (admin)."""
-    svc = services()
-    require_admin(svc.settings.admin_token)
-    user_id = _check_id(user_id, "user_id")
-    features = _features_body()
-    try:
-        svc.store.set_user_features(user_id, features)
-    except ValueError as exc:
-        raise ApiError(400, "invalid_body", str(exc)) from None
-    return jsonify({"user_id": user_id, "features": len(features)})
+    return _put_features("user", user_id, lambda store, i, f: store.set_user_features(i, f))
 
 
 @api.put("/items/<path:item_id>/features")
 def put_item_features(item_id: str):
     """Replace an item's features and add it to the catalogue (admin)."""
-    svc = services()
-    require_admin(svc.settings.admin_token)
-    item_id = _check_id(item_id, "item_id")
-    features = _features_body()
-    try:
-        svc.store.set_item_features(item_id, features)
-    except ValueError as exc:
-        raise ApiError(400, "invalid_body", str(exc)) from None
-    return jsonify({"item_id": item_id, "features": len(features)})
+    return _put_features("item", item_id, lambda store, i, f: store.set_item_features(i, f))
 
 
 @api.post("/interactions")

@@ -8,6 +8,11 @@ import os
 import shutil
 import tempfile
 
+# One BLAS thread per worker: requests are parallel across workers already, and idle OpenBLAS threads
+# spin and steal the CPU the other workers need (measured in scripts/bench_http.py).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", os.environ.get("WORKERS", "2")))
 threads = int(os.environ.get("THREADS", "4"))

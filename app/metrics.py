@@ -25,6 +25,18 @@ RETRAIN_SECONDS = Histogram("reco_retrain_duration_seconds", "Duration of retrai
                             buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600))
 
 
+_children: dict = {}
+
+
+def child(metric, *labels):
+    """metric.labels(*labels), memoised: labels() takes a lock and builds a key on every call."""
+    key = (id(metric), labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found
+
+
 def observe_snapshot(previous_version: str | None, version: str, model) -> None:
     """Record a swap: the version gauge, the swap counter and the model's cache statistics."""
     if previous_version and previous_version != version:
@@ -47,7 +59,7 @@ def init_app(app: Flask) -> None:
         started = g.get("started")
         if started is not None:
             rule = request.url_rule.rule if request.url_rule else "unmatched"
-            REQUEST_LATENCY.labels(rule, request.method, str(response.status_code)).observe(
+            child(REQUEST_LATENCY, rule, request.method, str(response.status_code)).observe(
                 time.perf_counter() - started)
         return response
 

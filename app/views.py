@@ -103,7 +103,7 @@ def recommend(user_id: str):
     info: dict = {}
     ranked = snap.model.recommend(user_id, n, user_features=features or None, item_features=snap.items,
                                   item_ids=items, exclude=seen if exclude_seen else (), info=info)
-    metrics.RECOMMENDATIONS.labels(info["strategy"], str(degraded).lower()).inc()
+    metrics.child(metrics.RECOMMENDATIONS, info["strategy"], "true" if degraded else "false").inc()
     return jsonify({"user_id": user_id, "model_version": snap.version, "strategy": info["strategy"],
                     "degraded": degraded,
                     "items": [{"item_id": item, "score": round(score, 6)} for item, score in ranked]})

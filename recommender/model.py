@@ -353,7 +353,7 @@ class LFMRecommender(LightFM):
                 return self._item_ids[pos if scored.known_idx is None else scored.known_idx[pos]]
             return scored.extra_ids[pos - n_known]
 
-        ranked = sorted(((float(all_scores[p]), item_at(p)) for p in top), key=lambda t: (-t[0], t[1]))[:n]
+        ranked = sorted(zip(all_scores[top].tolist(), map(item_at, top.tolist())), key=lambda t: (-t[0], t[1]))[:n]
         return [(item, score) for score, item in ranked if score != -np.inf]
 
     def prepare_items(self, item_features: ItemFeatures) -> PreparedItems:
@@ -388,7 +388,7 @@ class LFMRecommender(LightFM):
             extra_scores = prepared.extra_baseline
             return Scored(None, self._popularity.copy(), prepared.extra_ids, extra_scores, strategy,
                           list(prepared.unscorable), ignored)
-        query = np.append(user_vec, np.float32(1.0)).astype(np.float32)
+        query = _query(user_vec)
         known_scores = self._item_matrix @ query + user_bias
         if len(prepared.override_pos):
             known_scores[prepared.override_pos] = prepared.override_matrix @ query + user_bias
@@ -453,7 +453,7 @@ class LFMRecommender(LightFM):
         extra_matrix = np.asarray([vec for vec in extra_vecs if vec is not None], dtype=np.float32)
 
         if user_vec is not None:
-            query = np.append(user_vec, np.float32(1.0)).astype(np.float32)
+            query = _query(user_vec)
             items_matrix = self._item_matrix if known_idx is None else self._item_matrix[known_idx]
             known_scores = items_matrix @ query + user_bias
             if overrides:
@@ -540,6 +540,14 @@ class LFMRecommender(LightFM):
         from .artifacts import load_model
 
         return load_model(directory, cls)
+
+
+def _query(user_vec: np.ndarray) -> np.ndarray:
+    """[user representation, 1]: one dot product with an item row gives representation . user + item bias."""
+    query = np.empty(len(user_vec) + 1, dtype=np.float32)
+    query[:-1] = user_vec
+    query[-1] = 1.0
+    return query
 
 
 def _features_key(feats: Mapping[str, float]) -> tuple:

@@ -84,6 +84,20 @@ def get_job(store, job_id: str, lock_ttl: int = 600) -> dict | None:
     return job
 
 
+def _release_freed_memory() -> None:
+    """Give memory freed after training back to the OS (glibc keeps it otherwise).
+
+    When the trainer runs inside an app process, a training peak would otherwise stay in that
+    process's RSS for good; the soak test showed about 10 MiB of growth per retrain without this.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
 @dataclass
 class TrainResult:
     """What one training run produced."""
@@ -143,6 +157,7 @@ class Trainer:
             return result
         finally:
             self._release(token)
+            _release_freed_memory()
             if self.on_result:
                 self.on_result(time.monotonic() - started, outcome)
 

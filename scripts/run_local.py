@@ -81,6 +81,7 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)  # also when started in the background, where SIGINT is inherited as ignored
     try:
         settings = Settings.from_env()
         store = connect(settings, wait=30)

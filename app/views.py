@@ -102,7 +102,8 @@ def recommend(user_id: str):
         features, seen, degraded = {}, set(), True
     info: dict = {}
     ranked = snap.model.recommend(user_id, n, user_features=features or None, item_features=snap.items,
-                                  item_ids=items, exclude=seen if exclude_seen else (), info=info)
+                                  item_ids=items, exclude=seen if exclude_seen else (), info=info,
+                                  approximate=True)  # used only when the model was published with an index
     metrics.child(metrics.RECOMMENDATIONS, info["strategy"], "true" if degraded else "false").inc()
     return jsonify({"user_id": user_id, "model_version": snap.version, "strategy": info["strategy"],
                     "degraded": degraded,

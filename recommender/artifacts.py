@@ -29,6 +29,7 @@ FORMAT = "lfm-recommender"
 FORMAT_VERSION = 1
 ARRAYS = "arrays.npz"
 META = "meta.json"
+ANN_FILE = "ann.faiss"
 
 
 def _sha256(data: bytes) -> str:
@@ -158,6 +159,22 @@ def load_model(directory: str | os.PathLike, cls):
                                         "baseline")}
     model._reset_serving()
     model._prepare_serving()
+    files = meta.get("extra", {}).get("files", {})
+    for name, digest in files.items():
+        path = directory / name
+        if not path.is_file() or _sha256(path.read_bytes()) != digest:
+            raise ArtifactError(f"{path} is missing or fails its checksum")
+    if ANN_FILE in files:
+        from .ann import AnnIndex
+
+        try:
+            model.ann_index = AnnIndex.load(directory / ANN_FILE, dim=model.no_components + 1,
+                                            ef_search=int(meta.get("extra", {}).get("ann_ef_search", 64)))
+        except (ValueError, ImportError) as exc:
+            raise ArtifactError(f"{directory / ANN_FILE}: {exc}") from None
+        if model.ann_index.n != model.item_space.n_ids:
+            raise ArtifactError(f"{directory / ANN_FILE} indexes {model.ann_index.n} items, the model has "
+                                f"{model.item_space.n_ids}")
     return model
 
 
@@ -182,8 +199,13 @@ def new_version() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
 
 
-def publish_model(model, model_dir: str | os.PathLike, version: str | None = None, extra: dict | None = None) -> str:
-    """Write ``model`` to MODEL_DIR/<version>/ atomically (temporary name, then rename); return the version."""
+def publish_model(model, model_dir: str | os.PathLike, version: str | None = None, extra: dict | None = None,
+                  extra_files: dict | None = None) -> str:
+    """Write ``model`` to MODEL_DIR/<version>/ atomically (temporary name, then rename); return the version.
+
+    ``extra_files`` maps a file name to a function that writes that file given its path (e.g. an ANN
+    index); each file's SHA-256 goes into the checksummed metadata and is verified on load.
+    """
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     version = version or new_version()
@@ -192,7 +214,11 @@ def publish_model(model, model_dir: str | os.PathLike, version: str | None = Non
         raise ArtifactError(f"version {version} already exists in {model_dir}")
     tmp = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".tmp-{version}-"))
     try:
-        save_model(model, tmp, extra=dict(extra or {}, version=version))
+        files = {}
+        for name, write in (extra_files or {}).items():
+            write(tmp / name)
+            files[name] = _sha256((tmp / name).read_bytes())
+        save_model(model, tmp, extra=dict(extra or {}, version=version, files=files))
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

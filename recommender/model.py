@@ -225,7 +225,8 @@ class LFMRecommender(LightFM):
     # ------------------------------------------------------------------ serving state
 
     def _reset_serving(self) -> None:
-        """Drop precomputed arrays and the item cache (a refit or load invalidates them)."""
+        """Drop precomputed arrays, the item cache and any ANN index (a refit or load invalidates them)."""
+        self.ann_index = None  # optional recommender.ann.AnnIndex over _item_matrix (recommend(approximate=True))
         self._item_matrix: np.ndarray | None = None  # (n_items, k + 1): representation and bias
         self._user_repr: np.ndarray | None = None
         self._user_bias: np.ndarray | None = None
@@ -305,21 +306,39 @@ class LFMRecommender(LightFM):
     def recommend(self, user_id: object, n: int = 10, *, user_features: Mapping[str, float] | None = None,
                   item_features: ItemFeatures | None = None, item_ids: Iterable[object] | None = None,
                   exclude: Iterable[object] = (), use_baseline: bool = True,
-                  info: dict | None = None) -> list[tuple[str, float]]:
+                  info: dict | None = None, approximate: bool = False) -> list[tuple[str, float]]:
         """The best ``n`` items as (item_id, score), best first, leaving out ``exclude``.
 
         If ``info`` is a dict it receives ``strategy``, ``unscorable`` and ``ignored_features``.
-        Ties are broken by item id so that answers are deterministic.
+        Ties are broken by item id so that answers are deterministic. With ``approximate`` and an
+        ``ann_index`` attached (see recommender.ann), known items come from the approximate index
+        instead of scoring every one (new and changed items are still scored exactly); if too few
+        remain after exclusions, the exact path answers.
         """
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        excluded = {e if type(e) is str else normalize_id(e) for e in exclude} if exclude else set()
+        scored = None
+        if approximate and self.ann_index is not None and item_ids is None and n > 0:
+            scored = self._score_approximate(user_id, user_features, item_features, use_baseline,
+                                             n + len(excluded) + 10)
+            if scored is not None:
+                result = self._top(scored, n, excluded)
+                if len(result) >= n:
+                    if info is not None:
+                        info.update(strategy=scored.strategy, unscorable=scored.unscorable,
+                                    ignored_features=dict(scored.ignored_features), approximate=True)
+                    return result
         scored = self._score(user_id, item_ids, user_features, item_features, use_baseline)
         if info is not None:
             info.update(strategy=scored.strategy, unscorable=scored.unscorable,
-                        ignored_features=dict(scored.ignored_features))
+                        ignored_features=dict(scored.ignored_features), approximate=False)
+        return self._top(scored, n, excluded)
+
+    def _top(self, scored: Scored, n: int, excluded: set[str]) -> list[tuple[str, float]]:
+        """Top ``n`` of scored candidates without the excluded ids, ties broken by id."""
         known_scores = scored.known_scores
         extra_scores = scored.extra_scores
-        excluded = {e if type(e) is str else normalize_id(e) for e in exclude} if exclude else set()
         if excluded:
             index = self.item_space.id_index
             positions = [index[e] for e in excluded if e in index]
@@ -395,6 +414,32 @@ class LFMRecommender(LightFM):
         extra_scores = prepared.extra_matrix @ query + user_bias
         return Scored(None, known_scores, prepared.extra_ids, extra_scores, strategy, list(prepared.unscorable),
                       ignored)
+
+    def _score_approximate(self, user_id, user_features, item_features, use_baseline, k: int) -> Scored | None:
+        """Known-item candidates from the ANN index (plus exact scores of new and changed items).
+
+        Returns None for users served by the popularity baseline (exact and cheap already).
+        """
+        ignored: Counter = Counter()
+        user_vec, user_bias = self._user_vector(normalize_id(user_id), user_features, ignored)
+        strategy = self._strategy(normalize_id(user_id), user_vec, use_baseline)
+        if user_vec is None:
+            return None
+        prepared = item_features if isinstance(item_features, PreparedItems) else self.prepare_items(item_features or {})
+        if prepared.owner != id(self):
+            raise ValueError("these PreparedItems were made by another model; call prepare_items again")
+        ignored.update(prepared.ignored_features)
+        query = _query(user_vec)
+        rows, scores = self.ann_index.query(query, k)
+        known_idx, known_scores = rows, scores + user_bias
+        if len(prepared.override_pos):
+            # items whose features changed since training: the index holds their old rows, score them exactly
+            keep = ~np.isin(known_idx, prepared.override_pos)
+            known_idx = np.concatenate([known_idx[keep], prepared.override_pos])
+            known_scores = np.concatenate([known_scores[keep], prepared.override_matrix @ query + user_bias])
+        extra_scores = prepared.extra_matrix @ query + user_bias
+        return Scored(known_idx, known_scores.astype(np.float32), prepared.extra_ids, extra_scores, strategy,
+                      list(prepared.unscorable), ignored)
 
     def _score(self, user_id, item_ids, user_features, item_features, use_baseline) -> Scored:
         """Score candidates for one user: the shared core of predict_online and recommend."""

@@ -47,6 +47,9 @@ class Settings:
     eval_tolerance: float = 0.02  # publish unless precision@k drops by more than this (absolute)
     retrain_lock_ttl: int = 600  # seconds; a crashed trainer's lock expires after this
     item_cache_size: int = 100_000
+    ann_index: bool = False  # build an approximate top-k index (faiss HNSW) with each model ...
+    ann_min_items: int = 200_000  # ... when it has at least this many items (exact is fast enough below)
+    ann_ef_search: int = 128  # search breadth: recall vs latency (docs/bench_scale.md)
 
     ENV = {
         "redis_url": "REDIS_URL", "redis_prefix": "REDIS_PREFIX", "redis_timeout": "REDIS_TIMEOUT",
@@ -57,7 +60,8 @@ class Settings:
         "learning_rate": "LEARNING_RATE", "indicators": "INDICATORS", "row_norm": "ROW_NORM",
         "train_threads": "TRAIN_THREADS", "random_state": "RANDOM_STATE", "eval_k": "EVAL_K",
         "eval_tolerance": "EVAL_TOLERANCE", "retrain_lock_ttl": "RETRAIN_LOCK_TTL",
-        "item_cache_size": "ITEM_CACHE_SIZE",
+        "item_cache_size": "ITEM_CACHE_SIZE", "ann_index": "ANN_INDEX", "ann_min_items": "ANN_MIN_ITEMS",
+        "ann_ef_search": "ANN_EF_SEARCH",
     }
 
     @classmethod

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .artifacts import publish_model, read_meta
+from .artifacts import ANN_FILE, publish_model, read_meta
 from .errors import LockedError, StoreUnavailableError
 from .evaluation import precision_at_k, temporal_split
 from .model import LFMRecommender
@@ -201,9 +201,19 @@ class Trainer:
                   num_threads=s.train_threads, callback=progress("final model"))
         metrics["train_seconds"] = round(time.time() - started, 3)
         self._heartbeat(token, job_id, "publishing")
+        extra_files = {}
+        if s.ann_index and final.n_items >= s.ann_min_items:
+            from .ann import AnnIndex
+
+            self._heartbeat(token, job_id, "building the approximate index")
+            built = time.monotonic()
+            index = AnnIndex.build(final._item_matrix, ef_search=s.ann_ef_search, threads=s.train_threads)
+            metrics["ann_build_seconds"] = round(time.monotonic() - built, 2)
+            extra_files[ANN_FILE] = index.save
         version = publish_model(final, s.model_dir, extra={
             "metrics": metrics, "trained_at": time.time(), "data_snapshot_at": taken_at,
-            "n_users": final.n_users, "n_items": final.n_items})
+            "n_users": final.n_users, "n_items": final.n_items, "ann_ef_search": s.ann_ef_search},
+            extra_files=extra_files)
         announce_version(self.store, version)
         log.info("published model %s (%s): %s", version, decision, metrics)
         return TrainResult(version, True, decision, metrics)

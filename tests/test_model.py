@@ -373,3 +373,33 @@ def test_training_rows_match_hand_built_rows(ctx, world):
             entity = space.ids[pos]
             expected = reference_row(space, entity, features_of(frame, col, entity), ctx.row_norm)
             np.testing.assert_allclose(matrix[pos].toarray()[0], expected, rtol=1e-6, atol=1e-7)
+
+
+def test_approximate_recommend_uses_the_index_and_matches_exact_on_small_catalogues(world):
+    from recommender.ann import AnnIndex
+
+    model = LFMRecommender(loss="warp", no_components=8, random_state=3)
+    model.fit(world.interactions, world.user_features, world.item_features, epochs=3)
+    user = model.uid_map.index[4]
+    new = {i: features_of(world.item_features, "item_id", i) for i in world.new_items[:3]}
+    new[model.iid_map.index[0]] = {"genre:comedy": 1.0}  # a known item whose features changed
+    prepared = model.prepare_items(new)
+    exact = model.recommend(user, 10, item_features=prepared, exclude=["i1", "i2"])
+    info: dict = {}
+    assert model.recommend(user, 10, item_features=prepared, approximate=True, info=info) == \
+        model.recommend(user, 10, item_features=prepared)  # no index attached: exact path
+    assert info["approximate"] is False
+    model.ann_index = AnnIndex.build(model._item_matrix, ef_search=256)
+    approx = model.recommend(user, 10, item_features=prepared, exclude=["i1", "i2"], approximate=True, info=info)
+    assert info["approximate"] is True
+    assert [i for i, _ in approx] == [i for i, _ in exact]  # 160 items: HNSW finds the true top 10
+    np.testing.assert_allclose([s for _, s in approx], [s for _, s in exact], rtol=1e-5, atol=1e-5)
+    class TwoRowIndex:  # a stand-in index that returns too few rows (the fallback is under test, not faiss)
+        def query(self, vector, k):
+            rows = np.arange(2)
+            return rows, model._item_matrix[rows] @ vector
+
+    model.ann_index = TwoRowIndex()
+    few = model.recommend(user, 5, exclude=["i1"], approximate=True, info=info)
+    assert info["approximate"] is False  # the index could not supply 5 candidates: the exact path answered
+    assert few == model.recommend(user, 5, exclude=["i1"])

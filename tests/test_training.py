@@ -149,3 +149,22 @@ def test_watcher_refreshes_changed_item_features(setup):
     assert "late-item" in holder.snapshot.items.extra_ids and holder.swaps == swaps + 1
     watcher.check_once()  # nothing changed: no new snapshot
     assert holder.swaps == swaps + 1
+
+
+def test_trainer_publishes_a_checksummed_ann_index_when_asked(setup):
+    store, settings = setup
+    settings = settings.with_(ann_index=True, ann_min_items=1, ann_ef_search=200)
+    version = Trainer(store, settings).train_and_publish(force=True).version
+    model = LFMRecommender.load(Path(settings.model_dir) / version)
+    assert model.ann_index is not None and model.ann_index.n == model.n_items
+    assert model.ann_index.ef_search == 200
+    user = model.uid_map.index[0]
+    approx, exact = model.recommend(user, 10, approximate=True), model.recommend(user, 10)
+    assert [i for i, _ in approx] == [i for i, _ in exact]
+    assert [s for _, s in approx] == pytest.approx([s for _, s in exact], abs=1e-5)
+    index_file = Path(settings.model_dir) / version / "ann.faiss"
+    index_file.write_bytes(index_file.read_bytes()[:-16])
+    from recommender.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match="checksum"):
+        LFMRecommender.load(Path(settings.model_dir) / version)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -34,6 +35,12 @@ ANN_FILE = "ann.faiss"
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in chunks (an index file can be hundreds of MiB)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _canonical(meta: dict) -> bytes:
@@ -162,11 +169,15 @@ def load_model(directory: str | os.PathLike, cls):
     files = meta.get("extra", {}).get("files", {})
     for name, digest in files.items():
         path = directory / name
-        if not path.is_file() or _sha256(path.read_bytes()) != digest:
+        if not path.is_file() or _file_sha256(path) != digest:
             raise ArtifactError(f"{path} is missing or fails its checksum")
     if ANN_FILE in files:
-        from .ann import AnnIndex
-
+        try:
+            from .ann import AnnIndex
+        except ImportError:  # faiss not installed here: exact scoring still serves
+            logging.getLogger(__name__).warning("%s has an ANN index but faiss is not installed; serving exact",
+                                                directory)
+            return model
         try:
             model.ann_index = AnnIndex.load(directory / ANN_FILE, dim=model.no_components + 1,
                                             ef_search=int(meta.get("extra", {}).get("ann_ef_search", 64)))
@@ -217,7 +228,7 @@ def publish_model(model, model_dir: str | os.PathLike, version: str | None = Non
         files = {}
         for name, write in (extra_files or {}).items():
             write(tmp / name)
-            files[name] = _sha256((tmp / name).read_bytes())
+            files[name] = _file_sha256(tmp / name)
         save_model(model, tmp, extra=dict(extra or {}, version=version, files=files))
         os.rename(tmp, final)
     except BaseException:

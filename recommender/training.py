@@ -18,11 +18,9 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import numpy as np
-import pandas as pd
 
 from .artifacts import ANN_FILE, publish_model, read_meta
-from .errors import LockedError, StoreUnavailableError
+from .errors import LockedError
 from .evaluation import precision_at_k, temporal_split
 from .model import LFMRecommender
 from .serving import announce_version, current_version

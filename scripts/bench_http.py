@@ -129,7 +129,7 @@ def write_report(rows: list[dict], args, out: Path) -> None:
     load = os.getloadavg()[0]
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "?")
-    lines = [f"# HTTP benchmark (`scripts/bench_http.py`)", "",
+    lines = ["# HTTP benchmark (`scripts/bench_http.py`)", "",
              f"{time.strftime('%Y-%m-%d %H:%M')}; {os.cpu_count()} cores ({cpu}); gunicorn {args.workers} workers x "
              f"{args.threads} threads (gthread); wrk on the same machine, {args.duration} s per run after a 2 s "
              f"warm-up; demo data (3000 users, 2000 items), random known users, n=10, features and seen items "

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field  # noqa: E402
 import numpy as np  # noqa: E402
 
 from recommender.ann import AnnIndex  # noqa: E402
+from scripts.benchlib import print_table, wait_for_quiet  # noqa: E402
 from recommender.model import LFMRecommender  # noqa: E402
 from scripts.bench_predict import (  # noqa: E402
     LARGE, TOP_N, bare_topn, fmt_us, human_size, machine_info, measure, parse_size, synthetic_frames,
@@ -53,7 +54,6 @@ RECALL_USERS = 200
 EF_SWEEP = (16, 32, 64, 128, 256, 512, 1024)
 WIDE = 100  # a returned item 'in the exact top-100' is a near miss, not a bad recommendation
 METHODS = {"exact": "exact recommend(u, 10)", "bare": "bare numpy bound", "ann": "ANN index top-10"}
-QUIET_LOAD = 1.5
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -84,21 +84,6 @@ def settle() -> float:
 
 def mib(nbytes: float) -> float:
     return nbytes / 2**20
-
-
-def wait_for_quiet(limit: float = QUIET_LOAD, tries: int = 10, pause: float = 30.0) -> tuple[float, bool]:
-    """Wait (up to tries x pause seconds) for the 1-minute load average to drop below ``limit``."""
-    for attempt in range(tries):
-        load = os.getloadavg()[0]
-        if load < limit:
-            return load, True
-        if attempt < tries - 1:
-            print(f"load average (1 min) {load:.2f} >= {limit}: waiting {pause:.0f} s "
-                  f"({attempt + 1}/{tries}) ...", flush=True)
-            time.sleep(pause)
-    load = os.getloadavg()[0]
-    print(f"load average still {load:.2f}: running anyway (numbers are noisier)", flush=True)
-    return load, False
 
 
 def ann_topn(index: AnnIndex, query: np.ndarray, user_bias: np.float32, n: int = TOP_N):
@@ -272,19 +257,6 @@ SWEEP_HEADER = ["items", "ef_search", "recall@10 (mean)", f"ANN top-10 in exact 
 def sweep_rows(runs: list[ScaleRun]) -> list[list[str]]:
     return [[human_size(r.size), str(ef), f"{rec:.3f}", f"{near:.3f}", fmt_us(p50), fmt_us(p99)]
             for r in runs for ef, rec, near, p50, p99 in r.sweep]
-
-
-def print_table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
-    print(line)
-    print("-" * len(line))
-    prev = None
-    for r in rows:
-        if prev is not None and r[0] != prev:
-            print()
-        prev = r[0]
-        print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -34,26 +34,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from recommender.model import LFMRecommender  # noqa: E402
+from scripts.benchlib import wait_for_quiet  # noqa: E402
 from scripts.bench_predict import (  # noqa: E402
     FEATURES_PER_USER, N_ITEM_TAGS, N_USER_FEATURES, TAGS_PER_ITEM, human_size, machine_info, parse_size, prefixed,
 )
 
-QUIET_LOAD = 1.5
-
-
-def wait_for_quiet(limit: float = QUIET_LOAD, tries: int = 10, pause: float = 30.0) -> tuple[float, bool]:
-    """Wait (up to tries x pause seconds) for the 1-minute load average to drop below ``limit``."""
-    for attempt in range(tries):
-        load = os.getloadavg()[0]
-        if load < limit:
-            return load, True
-        if attempt < tries - 1:
-            print(f"load average (1 min) {load:.2f} >= {limit}: waiting {pause:.0f} s "
-                  f"({attempt + 1}/{tries}) ...", flush=True)
-            time.sleep(pause)
-    load = os.getloadavg()[0]
-    print(f"load average still {load:.2f}: running anyway (numbers are noisier)", flush=True)
-    return load, False
 
 
 def synthetic_data(n_interactions: int, n_users: int, n_items: int, seed: int):

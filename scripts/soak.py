@@ -136,7 +136,7 @@ def main() -> int:
     elapsed = time.monotonic() - t0
     rss_end = gunicorn_workers()
 
-    lines = [f"# Soak report", "", f"Ran {elapsed / 60:.1f} minutes against {args.base}: {args.clients} recommend "
+    lines = ["# Soak report", "", f"Ran {elapsed / 60:.1f} minutes against {args.base}: {args.clients} recommend "
              f"clients, one writer (feature PUTs + interaction POSTs), a forced retrain every "
              f"{args.retrain_every:.0f} s.", "",
              "| operation | requests | req/s | statuses | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|---|---|"]

@@ -1,0 +1,37 @@
+"""Helpers shared by the benchmark scripts: waiting for a quiet machine, printing aligned tables."""
+
+from __future__ import annotations
+
+import os
+import time
+
+QUIET_LOAD = 1.5
+
+
+def wait_for_quiet(limit: float = QUIET_LOAD, tries: int = 10, pause: float = 30.0) -> tuple[float, bool]:
+    """Wait (up to tries x pause seconds) for the 1-minute load average to drop below ``limit``."""
+    for attempt in range(tries):
+        load = os.getloadavg()[0]
+        if load < limit:
+            return load, True
+        if attempt < tries - 1:
+            print(f"load average (1 min) {load:.2f} >= {limit}: waiting {pause:.0f} s "
+                  f"({attempt + 1}/{tries}) ...", flush=True)
+            time.sleep(pause)
+    load = os.getloadavg()[0]
+    print(f"load average still {load:.2f}: running anyway (numbers are noisier)", flush=True)
+    return load, False
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    """Print rows under a header, text columns left-aligned and numbers right-aligned, a gap between groups."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
+    print(line)
+    print("-" * len(line))
+    prev = None
+    for r in rows:
+        if prev is not None and r[0] != prev:
+            print()
+        prev = r[0]
+        print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))

@@ -7,6 +7,7 @@ import os
 import time
 
 from flask import Blueprint, jsonify, request, url_for
+from redis.exceptions import RedisError
 
 from recommender.errors import StoreUnavailableError
 from recommender.features import MAX_ID_LENGTH
@@ -171,9 +172,7 @@ def post_retrain():
         force = body.get("force", False)
     try:
         job_id, created = submit_job(svc.store, force=force, ttl=svc.settings.retrain_lock_ttl)
-    except StoreUnavailableError:
-        raise
-    except Exception as exc:
+    except RedisError as exc:
         raise StoreUnavailableError(str(exc)) from exc
     response = jsonify({"job_id": job_id, "status": "queued" if created else "already_active",
                         "created": created})
@@ -191,7 +190,7 @@ def get_retrain(job_id: str):
         raise ApiError(400, "invalid_id", "job ids are at most 64 characters")
     try:
         job = get_job(svc.store, job_id, lock_ttl=svc.settings.retrain_lock_ttl)
-    except Exception as exc:
+    except RedisError as exc:
         raise StoreUnavailableError(str(exc)) from exc
     if job is None:
         raise ApiError(404, "unknown_job", f"no retrain job {job_id!r}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -202,14 +202,14 @@ class FeatureSpace:
             col_idx = names.map(self.feature_index)
             keep = keep_id & col_idx.notna().to_numpy()
             ignored = Counter(names[keep_id & ~keep].tolist())
-            weights = _weights(features)[keep]
+            weights = frame_weights(features)[keep]
             rows = row_idx[keep].to_numpy(dtype=np.int64)
             cols = col_idx[keep].to_numpy(dtype=np.int64) + self.feature_offset
         ind = np.arange(n) if self.indicator else np.full(n, -1)
         return build_rows(n, self.n_columns, ind, rows, cols, weights, self.row_norm), ignored
 
     def row(self, entity_id: str | None, feats: Mapping[str, float] | None) -> tuple[np.ndarray, np.ndarray, Counter]:
-        """One serving row as (columns, float32 weights), plus ignored feature names: rows() without scipy."""
+        """One serving row as (columns, float32 weights) plus ignored feature names; no scipy (request path)."""
         ind = -1
         if self.indicator and entity_id is not None:
             ind = self.id_index.get(entity_id, -1)
@@ -228,34 +228,8 @@ class FeatureSpace:
         _, columns, values = row_entries(1, self.n_columns, [ind], [0] * len(cols), cols, weights, self.row_norm)
         return columns, values, ignored
 
-    def rows(self, entities: Sequence[tuple[str | None, Mapping[str, float] | None]]) -> tuple[sp.csr_matrix, Counter]:
-        """Rows for (id, features) pairs at serving time; an id that is not known gets no indicator."""
-        ind = np.full(len(entities), -1)
-        rows: list[int] = []
-        cols: list[int] = []
-        weights: list[float] = []
-        ignored: Counter = Counter()
-        offset = self.feature_offset
-        for r, (entity_id, feats) in enumerate(entities):
-            if self.indicator and entity_id is not None:
-                ind[r] = self.id_index.get(entity_id, -1)
-            for name, weight in (feats or {}).items():
-                w = check_weight(name, weight)
-                col = self.feature_index.get(name)
-                if col is None:
-                    ignored[name] += 1
-                    continue
-                rows.append(r)
-                cols.append(col + offset)
-                weights.append(w)
-        matrix = build_rows(
-            len(entities), self.n_columns, ind, np.asarray(rows, dtype=np.int64),
-            np.asarray(cols, dtype=np.int64), np.asarray(weights), self.row_norm,
-        )
-        return matrix, ignored
 
-
-def _weights(frame: pd.DataFrame) -> np.ndarray:
+def frame_weights(frame: pd.DataFrame) -> np.ndarray:
     """The weight column as float64 (1.0 when absent); ValueError on NaN, inf or non-numbers."""
     if "weight" not in frame.columns:
         return np.ones(len(frame))
@@ -267,11 +241,6 @@ def _weights(frame: pd.DataFrame) -> np.ndarray:
     if bad.any():
         raise ValueError(f"weight column has {int(bad.sum())} NaN or infinite value(s)")
     return weights
-
-
-def frame_weights(frame: pd.DataFrame) -> np.ndarray:
-    """Public alias of the weight validation used for interactions and features alike."""
-    return _weights(frame)
 
 
 def vocabulary(features: pd.DataFrame | None, id_column: str, known_ids: Iterable[str]) -> np.ndarray:

@@ -426,8 +426,7 @@ class LFMRecommender(LightFM):
         if user_vec is None:
             return None
         prepared = item_features if isinstance(item_features, PreparedItems) else self.prepare_items(item_features or {})
-        if prepared.owner != id(self):
-            raise ValueError("these PreparedItems were made by another model; call prepare_items again")
+        self._check_owner(prepared)
         ignored.update(prepared.ignored_features)
         query = _query(user_vec)
         rows, scores = self.ann_index.query(query, k)
@@ -441,13 +440,17 @@ class LFMRecommender(LightFM):
         return Scored(known_idx, known_scores.astype(np.float32), prepared.extra_ids, extra_scores, strategy,
                       list(prepared.unscorable), ignored)
 
+    def _check_owner(self, prepared: PreparedItems) -> None:
+        """PreparedItems hold another model's representations unless this model made them."""
+        if prepared.owner != id(self):
+            raise ValueError("these PreparedItems were made by another model; call prepare_items again")
+
     def _score(self, user_id, item_ids, user_features, item_features, use_baseline) -> Scored:
         """Score candidates for one user: the shared core of predict_online and recommend."""
         self._require_fitted()
         user_id = normalize_id(user_id)
         if isinstance(item_features, PreparedItems):
-            if item_features.owner != id(self):
-                raise ValueError("these PreparedItems were made by another model; call prepare_items again")
+            self._check_owner(item_features)
             if item_ids is None:
                 ignored = Counter()
                 user_vec, user_bias = self._user_vector(user_id, user_features, ignored)

@@ -174,7 +174,6 @@ class ModelWatcher:
 
     def _refresh_items(self, snap: ModelSnapshot) -> None:
         """Re-prepare the overlay when item features changed since the last look."""
-        checked_at = time.time()
         changed = self.store.item_changes_since(self._changes_seen_at)
         if not changed:
             return
@@ -188,5 +187,5 @@ class ModelWatcher:
                 features.pop(item, None)
         items = snap.model.prepare_items(features)
         self.holder.swap(ModelSnapshot(snap.model, snap.version, snap.loaded_at, snap.meta, items, features))
-        self._changes_seen_at = max(ts for _, ts in changed) if changed else checked_at
+        self._changes_seen_at = max(ts for _, ts in changed)
         log.info("refreshed features of %d changed item(s)", len(ids))

@@ -41,6 +41,7 @@ import pandas as pd  # noqa: E402
 from lightfm import LightFM  # noqa: E402
 
 from recommender.model import LFMRecommender  # noqa: E402
+from scripts.benchlib import print_table  # noqa: E402
 
 TOP_N = 10
 LARGE = 100_000  # sizes from here on are held to the 1M-item target
@@ -332,19 +333,6 @@ def table_rows(runs: list[SizeRun]) -> list[list[str]]:
 HEADER = ["items", "method", "calls", "p50", "p99", "p50 / bare (d)", "LightFM.predict (e) / this"]
 
 
-def print_table(rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADER)]
-    line = "  ".join(h.ljust(w) for h, w in zip(HEADER, widths))
-    print(line)
-    print("-" * len(line))
-    prev = None
-    for r in rows:
-        if prev is not None and r[0] != prev:
-            print()
-        prev = r[0]
-        print("  ".join(c.rjust(w) if i >= 2 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
-
-
 def target_text(run: SizeRun) -> list[str]:
     return [f"{'MET' if ok else 'MISSED'}: {human_size(run.size)} items: {name} (measured {detail})"
             for name, ok, detail in run.targets]
@@ -491,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     args.load = (load_start, os.getloadavg()[0])
 
     print()
-    print_table(table_rows(runs))
+    print_table(HEADER, table_rows(runs))
     print(f"\nload average (1 min): {args.load[0]:.2f} at the start, {args.load[1]:.2f} at the end "
           f"(nproc {info['nproc']}); other processes' load widens p99 and shifts the ratios")
     print("Targets (DESIGN.md): recommend within 1.5x of bare at 1M items; within 5x of bare at 1.7K "

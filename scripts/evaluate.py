@@ -43,9 +43,12 @@ from recommender.evaluation import (  # noqa: E402
     SCENARIOS, Split, evaluate_split, holdout_split, metric_names, world_split,
 )
 from recommender.model import LFMRecommender  # noqa: E402
+from recommender.settings import Settings  # noqa: E402
 
 K = (5, 10)
-CURRENT = {"loss": "warp", "no_components": 32, "learning_rate": 0.05, "indicators": "both", "row_norm": "features"}
+# the shipped defaults (recommender/settings.py), so a rerun always compares against what the service uses
+CURRENT = {k: v for k, v in Settings().model_params().items()
+           if k in ("loss", "no_components", "learning_rate", "indicators", "row_norm")}
 SCENARIO_TITLES = {"warm": "warm users", "cold_users": "cold users", "cold_items": "cold items"}
 HEADLINE = ("precision@10", "recall@10", "ndcg@10", "auc", "coverage@10")
 SHORT = {"precision": "P", "recall": "R", "ndcg": "NDCG", "auc": "AUC", "coverage": "Cov"}
@@ -56,9 +59,9 @@ TIE = 0.01  # relative: checkpoints within 1% of the best checkpoint count as eq
 class Config:
     """One model configuration of the comparison table."""
 
-    loss: str = "warp"
-    indicators: str | bool = "both"
-    row_norm: str = "features"
+    loss: str = CURRENT["loss"]
+    indicators: str | bool = CURRENT["indicators"]
+    row_norm: str = CURRENT["row_norm"]
     features: bool = True  # False: pure collaborative filtering (no user or item features at all)
 
     @property
@@ -497,7 +500,7 @@ def write_report(path: Path, args, data_desc: str, split: Split, runs: list[Run]
     cfe = by_norm[decision["row_norm"]]
     means = {s: cfe.metric(s).mean(axis=0) for s in SCENARIOS}
     best = {s: cfe.epochs[int(np.argmax(means[s]))] for s in SCENARIOS}
-    lines.append(f"- **epochs = {decision['epochs']}** (current: {e}): with \"{decision['row_norm']}\", mean "
+    lines.append(f"- **epochs = {decision['epochs']}** (current: {Settings().epochs}): with \"{decision['row_norm']}\", mean "
                  f"precision@10 peaks at {best['warm']} epochs for warm users and {best['cold_users']} for cold "
                  "users; by checkpoint: " + "; ".join(
                      f"{SCENARIO_TITLES[s]} " + ", ".join(f"{ep}: {v:.3f}" for ep, v in zip(cfe.epochs, means[s]))

@@ -18,6 +18,11 @@ workers = int(os.environ.get("WEB_CONCURRENCY", os.environ.get("WORKERS", "2")))
 threads = int(os.environ.get("THREADS", "4"))
 worker_class = "gthread" if threads > 1 else "sync"
 preload_app = False
+# One listening socket per worker (SO_REUSEPORT): the kernel spreads new connections over the workers by
+# hash. With one shared socket, the worker that happens to be awake accepts a burst of keep-alive
+# connections and can end up with all of them, leaving the other cores idle (bench_http measured
+# 16-connection runs at 0.13-0.94 of the balanced throughput). REUSE_PORT=false restores the shared socket.
+reuse_port = os.environ.get("REUSE_PORT", "true").lower() in ("1", "true", "yes", "on")
 timeout = int(os.environ.get("WORKER_TIMEOUT", "30"))
 graceful_timeout = 10
 keepalive = 5

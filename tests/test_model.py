@@ -402,3 +402,46 @@ def test_approximate_recommend_uses_the_index_and_matches_exact_on_small_catalog
     few = model.recommend(user, 5, exclude=["i1"], approximate=True, info=info)
     assert info["approximate"] is False  # the index could not supply 5 candidates: the exact path answered
     assert few == model.recommend(user, 5, exclude=["i1"])
+
+
+@pytest.mark.parametrize("total", [1, 7, 300, 5_000, 120_000])
+def test_top_positions_is_the_exact_top_n_with_boundary_ties(total):
+    from recommender.model import top_positions
+
+    rng = np.random.default_rng(total)
+    for trial in range(20):
+        # few distinct values (heavy ties), continuous values, sorted runs and excluded (-inf) entries
+        kind = trial % 4
+        if kind == 0:
+            scores = rng.integers(0, 5, total).astype(np.float32)
+        elif kind == 1:
+            scores = rng.standard_normal(total).astype(np.float32)
+        elif kind == 2:
+            scores = np.sort(rng.standard_normal(total)).astype(np.float32)[:: 1 if trial % 8 < 4 else -1].copy()
+        else:
+            scores = rng.standard_normal(total).astype(np.float32)
+            scores[rng.random(total) < 0.9] = -np.inf
+        n = int(rng.integers(1, 60))
+        got = set(top_positions(scores, n).tolist())
+        if n >= total:
+            assert got == set(range(total))
+            continue
+        nth = np.sort(scores)[::-1][n - 1]  # the n-th highest value: everything >= it, and nothing else
+        assert got == set(np.flatnonzero(scores >= nth).tolist())
+
+
+def test_recommend_excludes_known_and_new_items_like_a_sorted_reference(ctx, world):
+    model = ctx.model
+    feats = {i: features_of(world.item_features, "item_id", i) for i in world.new_items[:6]}
+    prepared = model.prepare_items(feats)
+    for user, ufeats in [ctx.users["known+features"], ctx.users["unknown+features"], ("nobody", None)]:
+        scores = model.predict_online(user, user_features=ufeats, item_features=feats)
+        # the reference order: best score first, ties by id
+        reference = sorted(zip(scores.index, scores.to_numpy().tolist()), key=lambda t: (-t[1], t[0]))
+        excluded = {reference[0][0], reference[2][0], world.new_items[0], "not-an-item"}
+        expected = [(i, s) for i, s in reference if i not in excluded][:12]
+        got = model.recommend(user, 12, user_features=ufeats, item_features=prepared, exclude=excluded)
+        assert [i for i, _ in got] == [i for i, _ in expected]
+        np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], rtol=1e-6)
+        everything = model.recommend(user, 10_000, user_features=ufeats, item_features=prepared, exclude=excluded)
+        assert len(everything) == len(reference) - 3

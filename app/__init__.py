@@ -10,6 +10,7 @@ from recommender.settings import Settings
 
 from . import metrics
 from .errors import register_error_handlers
+from .jsonprovider import OrjsonProvider
 from .services import Services
 from .views import api
 
@@ -18,8 +19,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the app: settings from the environment unless given, resources started once per process."""
     settings = settings or Settings.from_env()
     app = Flask(__name__)
+    app.json = OrjsonProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
     app.extensions["reco"] = Services.start(settings)

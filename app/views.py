@@ -30,8 +30,8 @@ def _check_id(value: str, name: str) -> str:
     return value
 
 
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
+def _int_arg(args, name: str, default: int, low: int, high: int) -> int:
+    raw = args.get(name)
     if raw is None:
         return default
     try:
@@ -43,8 +43,8 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-def _bool_arg(name: str, default: bool) -> bool:
-    raw = request.args.get(name)
+def _bool_arg(args, name: str, default: bool) -> bool:
+    raw = args.get(name)
     if raw is None:
         return default
     if raw.lower() in TRUE:
@@ -79,10 +79,11 @@ def recommend(user_id: str):
     svc = services()
     settings = svc.settings
     user_id = _check_id(user_id, "user_id")
-    n = _int_arg("n", settings.default_n, 1, settings.max_n)
-    exclude_seen = _bool_arg("exclude_seen", True)
+    args = request.args  # one proxy lookup; each request.<attr> goes through a context variable
+    n = _int_arg(args, "n", settings.default_n, 1, settings.max_n)
+    exclude_seen = _bool_arg(args, "exclude_seen", True)
     items = None
-    raw_items = request.args.get("items")
+    raw_items = args.get("items")
     if raw_items is not None:
         items = [i.strip() for i in raw_items.split(",") if i.strip()]
         if not items:

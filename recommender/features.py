@@ -136,10 +136,10 @@ def _one_row_entries(indicator: int, columns, weights, row_norm: str) -> tuple[n
     if row_norm == "together":
         total = sum(abs(v) for v in acc.values()) or 1.0
         acc = {c: v / total for c, v in acc.items()}
-    entries = sorted((c, v) for c, v in acc.items() if v != 0)
-    cols = np.fromiter((c for c, _ in entries), dtype=np.int64, count=len(entries))
-    vals = np.fromiter((v for _, v in entries), dtype=np.float64, count=len(entries)).astype(np.float32)
-    return np.zeros(len(entries), dtype=np.int64), cols, vals
+    cols = sorted(c for c, v in acc.items() if v != 0)
+    # np.array of a short list is ~3x cheaper than np.fromiter over a generator
+    return (np.zeros(len(cols), dtype=np.int64), np.array(cols, dtype=np.int64),
+            np.array([acc[c] for c in cols], dtype=np.float64).astype(np.float32))
 
 
 def _row_sums(rows: np.ndarray, vals: np.ndarray, n_rows: int) -> np.ndarray:

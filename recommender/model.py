@@ -49,6 +49,7 @@ class Scored:
     unscorable: list[str] = field(default_factory=list)
     ignored_features: Counter = field(default_factory=Counter)
     extra_index: dict | None = None  # extra id -> position in extra_scores, when precomputed
+    combined: np.ndarray | None = None  # known_scores and extra_scores are views of this [known, extra] array
 
 
 @dataclass
@@ -348,7 +349,12 @@ class LFMRecommender(LightFM):
         """
         known_scores = scored.known_scores
         n_known = len(known_scores)
-        all_scores = np.concatenate([known_scores, scored.extra_scores]) if len(scored.extra_scores) else known_scores
+        if scored.combined is not None:
+            all_scores = scored.combined
+        elif len(scored.extra_scores):
+            all_scores = np.concatenate([known_scores, scored.extra_scores])
+        else:
+            all_scores = known_scores
         if excluded:
             positions = self._positions(scored, excluded, n_known)
             if len(positions):
@@ -371,12 +377,14 @@ class LFMRecommender(LightFM):
     def _positions(self, scored: Scored, excluded: set[str], n_known: int) -> np.ndarray | list[int]:
         """Positions in [known scores, extra scores] of the excluded ids that are among the candidates."""
         index = self.item_space.id_index
+        if not scored.extra_ids and scored.known_idx is None:  # the common case: one pass
+            return [p for p in map(index.get, excluded) if p is not None]
+        internal = [p for p in map(index.get, excluded) if p is not None]
         if scored.known_idx is None:
-            positions = [p for p in map(index.get, excluded) if p is not None]
+            positions = internal
         else:
-            internal = [p for p in map(index.get, excluded) if p is not None]
             positions = np.flatnonzero(np.isin(scored.known_idx, internal)).tolist() if internal else []
-        if scored.extra_ids:
+        if scored.extra_ids and len(internal) < len(excluded):  # extras are never known items
             extra_index = scored.extra_index
             if extra_index is None:
                 extra_index = {e: i for i, e in enumerate(scored.extra_ids)}
@@ -416,12 +424,17 @@ class LFMRecommender(LightFM):
             return Scored(None, self._popularity.copy(), prepared.extra_ids, extra_scores.copy(), strategy,
                           list(prepared.unscorable), ignored, prepared.extra_index)
         query = _query(user_vec)
-        known_scores = self._item_matrix @ query + user_bias
+        n_known = len(self._item_matrix)
+        # known and extra scores in one buffer: _top ranks it as is instead of concatenating
+        combined = np.empty(n_known + len(prepared.extra_ids), dtype=np.float32)
+        np.matmul(self._item_matrix, query, out=combined[:n_known])
         if len(prepared.override_pos):
-            known_scores[prepared.override_pos] = prepared.override_matrix @ query + user_bias
-        extra_scores = prepared.extra_matrix @ query + user_bias
-        return Scored(None, known_scores, prepared.extra_ids, extra_scores, strategy, list(prepared.unscorable),
-                      ignored, prepared.extra_index)
+            combined[prepared.override_pos] = prepared.override_matrix @ query
+        if prepared.extra_ids:
+            np.matmul(prepared.extra_matrix, query, out=combined[n_known:])
+        combined += user_bias
+        return Scored(None, combined[:n_known], prepared.extra_ids, combined[n_known:], strategy,
+                      list(prepared.unscorable), ignored, prepared.extra_index, combined)
 
     def _score_approximate(self, user_id, user_features, item_features, use_baseline, k: int) -> Scored | None:
         """Known-item candidates from the ANN index (plus exact scores of new and changed items).

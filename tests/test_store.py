@@ -214,11 +214,61 @@ def test_get_item_features_of_100_items_is_one_round_trip(store, round_trips):
 def test_get_user_is_one_round_trip(store, round_trips):
     store.set_user_features("u1", {f"f{k}": 1.0 for k in range(10)})
     store.add_interactions([{"user_id": "u1", "item_id": f"i{k}"} for k in range(50)])
-    assert store.ping()
+    store.get_user("nobody")  # opens this thread's connection (the connect handshake is not part of a request)
     before = len(round_trips)
     feats, seen = store.get_user("u1")
     assert len(round_trips) - before == 1
     assert len(feats) == 10 and len(seen) == 50
+    assert store.get_user("nobody") == ({}, set())
+
+
+def test_get_user_connection_survives_an_error_reply(store):
+    store.set_user_features("ok", {"a": 1.0})
+    store.add_interactions([{"user_id": "ok", "item_id": "i1"}])
+    store.client.set(store.key("user", "broken", "features"), "not a hash")  # WRONGTYPE for HGETALL
+    with pytest.raises(redis.exceptions.ResponseError):
+        store.get_user("broken")
+    # the unread SMEMBERS reply of the failed call must not become the answer of the next one
+    for _ in range(3):
+        assert store.get_user("ok") == ({"a": 1.0}, {"i1"})
+
+
+def test_get_user_uses_one_connection_per_thread_and_close_resets_them(store):
+    store.set_user_features("u1", {"a": 1.0})
+    conns, errors = [], []
+
+    def read() -> None:
+        try:
+            for _ in range(50):
+                assert store.get_user("u1") == ({"a": 1.0}, set())
+            conns.append(store._thread_connection())
+        except Exception as exc:  # reported below: pytest does not see exceptions in threads
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len({id(c) for c in conns}) == 4
+    mine = store._thread_connection()
+    store.get_user("u1")
+    assert mine.is_connected
+    store.close()
+    assert not mine.is_connected
+    assert store.get_user("u1") == ({"a": 1.0}, set())  # reconnects by itself
+
+
+def test_get_user_speaks_resp2_too(redis_url, key_prefix):
+    s = RedisFeatureStore.from_url(redis_url, key_prefix, protocol=2)
+    try:
+        s.set_user_features("u1", {"a": 1.0, "b": 0.5})
+        s.add_interactions([{"user_id": "u1", "item_id": "i1"}, {"user_id": "u1", "item_id": "i2"}])
+        assert s.get_user("u1") == ({"a": 1.0, "b": 0.5}, {"i1", "i2"})
+        assert s.get_user("nobody") == ({}, set())
+    finally:
+        s.close()
 
 
 # ---------------------------------------------------------------------- validation

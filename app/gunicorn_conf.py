@@ -60,11 +60,3 @@ def on_exit(server):
     if _metrics_dir.startswith(tempfile.gettempdir()) and "reco-metrics-" in _metrics_dir:
         shutil.rmtree(_metrics_dir, ignore_errors=True)
 
-
-def post_fork(server, worker):
-    """(experiment) GIL switch interval from SWITCH_INTERVAL_MS."""
-    import sys
-
-    ms = os.environ.get("SWITCH_INTERVAL_MS")
-    if ms:
-        sys.setswitchinterval(float(ms) / 1000)

@@ -2,17 +2,23 @@
 
 Both run under the same gunicorn config (same workers and threads) on the same machine, loaded by
 wrk at 1, 16 and 64 connections. The ratio of their throughputs is the figure of merit (target
->= 0.6 at 16 connections, with p99 < 10 ms). Needs `wrk` (Debian: apt-get install wrk).
+>= 0.6 at 16 connections, with p99 < 10 ms). Each pair of runs is repeated (``--repeat``, the two
+endpoints alternating) and the median is reported with the range, because single runs on a shared
+2-core machine vary by +-15%. ``--bounds`` adds two bench-only variants of the service at 16
+connections (scripts/bound_app.py): user records memoised (no Redis round trip), and the model's
+answer memoised too (Flask, parsing, metrics and JSON only). Needs `wrk` (Debian: apt-get install wrk).
 
-    .venv/bin/python scripts/bench_http.py [--duration 15] [--connections 1,16,64]
+    .venv/bin/python scripts/bench_http.py [--duration 10] [--repeat 3] [--connections 1,16,64] [--bounds]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,8 +75,10 @@ def run_wrk(url: str, connections: int, duration: int, script: str | None) -> di
 def main() -> int:
     """Set up Redis, data, a model and two gunicorns; run wrk; print, write markdown and a PNG."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--duration", type=int, default=15)
+    p.add_argument("--duration", type=int, default=10)
+    p.add_argument("--repeat", type=int, default=3, help="runs per endpoint and connection count (median)")
     p.add_argument("--connections", default="1,16,64")
+    p.add_argument("--bounds", action="store_true", help="also serve scripts/bound_app.py variants (16 conns)")
     p.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "2")))
     p.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", "4")))
     p.add_argument("--redis-url", default=None, help="use this Redis (keys under a random bench: prefix)")
@@ -93,23 +101,22 @@ def main() -> int:
         print("loading demo data and training a model ...", flush=True)
         ensure_demo_data(store)
         Trainer(store, settings).train_and_publish(force=True)
-        reco = start_gunicorn(settings, tmp, args.workers, args.threads)
-        services.append(reco)
-        trivial = start_gunicorn(settings, tmp, args.workers, args.threads, app_spec="scripts.trivial_app:app",
-                                 ready_path="/ping")
-        services.append(trivial)
         lua = tmp / "users.lua"
         lua.write_text(LUA % {"seed": 42, "users": 3000})
-        rows = []
-        for c in [int(x) for x in args.connections.split(",")]:
-            for name, base, script, path in (("trivial /ping", trivial.base, None, "/ping"),
-                                             ("GET /recommend", reco.base, str(lua), "/")):
-                run_wrk(base + path, c, 2, script)  # warm-up
-                result = run_wrk(base + path, c, args.duration, script)
-                rows.append({"endpoint": name, "connections": c, **result})
-                print(f"{name:16s} c={c:3d}  {result['rps']:8.0f} req/s  p50 {result['p50']:6.2f} ms  "
-                      f"p99 {result['p99']:6.2f} ms  errors {result['socket_errors'] + result['non_2xx']}",
-                      flush=True)
+        start = functools.partial(start_gunicorn, settings, tmp, args.workers, args.threads)
+        endpoints = [("trivial /ping", start(app_spec="scripts.trivial_app:app", ready_path="/ping"), None, "/ping"),
+                     ("GET /recommend", start(), str(lua), "/")]
+        services += [e[1] for e in endpoints]
+        rows = [measure(name, service.base + path, c, args, script)
+                for c in [int(x) for x in args.connections.split(",")]
+                for name, service, script, path in alternate(endpoints, args.repeat)]
+        if args.bounds:
+            for bound, label in (("store", "bound: user records memoised"), ("all", "bound: Redis and model memoised")):
+                os.environ["BOUND"] = bound
+                service = start(app_spec="scripts.bound_app:app")
+                services.append(service)
+                rows += [measure(label, service.base + "/", 16, args, str(lua)) for _ in range(args.repeat)]
+                service.stop()
     finally:
         for s in services:
             s.stop()
@@ -117,6 +124,34 @@ def main() -> int:
             redis_server.stop()
     write_report(rows, args, Path(args.out))
     return 0
+
+
+def alternate(endpoints: list, repeat: int) -> list:
+    """The endpoints in turn, ``repeat`` times (so slow drifts of the machine hit both alike)."""
+    return [e for _ in range(repeat) for e in endpoints]
+
+
+def measure(name: str, url: str, connections: int, args, script: str | None) -> dict:
+    """A 2 s warm-up, then one measured wrk run; prints it."""
+    run_wrk(url, connections, 2, script)
+    result = run_wrk(url, connections, args.duration, script)
+    print(f"{name:34s} c={connections:3d}  {result['rps']:8.0f} req/s  p50 {result['p50']:6.2f} ms  "
+          f"p99 {result['p99']:6.2f} ms  errors {result['socket_errors'] + result['non_2xx']}", flush=True)
+    return {"endpoint": name, "connections": connections, **result}
+
+
+def summarise(rows: list[dict]) -> dict:
+    """(connections, endpoint) -> medians and ranges over the repeated runs."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["connections"], r["endpoint"]), []).append(r)
+    out = {}
+    for key, runs in groups.items():
+        rps = [r["rps"] for r in runs]
+        out[key] = {"rps": statistics.median(rps), "rps_min": min(rps), "rps_max": max(rps),
+                    "p50": statistics.median(r["p50"] for r in runs), "p99": statistics.median(r["p99"] for r in runs),
+                    "errors": sum(r["socket_errors"] + r["non_2xx"] for r in runs), "runs": len(runs)}
+    return out
 
 
 def write_report(rows: list[dict], args, out: Path) -> None:
@@ -131,30 +166,38 @@ def write_report(rows: list[dict], args, out: Path) -> None:
                 if line.startswith("model name")), "?")
     lines = ["# HTTP benchmark (`scripts/bench_http.py`)", "",
              f"{time.strftime('%Y-%m-%d %H:%M')}; {os.cpu_count()} cores ({cpu}); gunicorn {args.workers} workers x "
-             f"{args.threads} threads (gthread); wrk on the same machine, {args.duration} s per run after a 2 s "
-             f"warm-up; demo data (3000 users, 2000 items), random known users, n=10, features and seen items "
-             f"read from Redis per request. Load average at the end: {load:.2f}.", "",
-             "| connections | endpoint | req/s | p50 ms | p99 ms | errors | recommend / trivial |",
-             "|---:|---|---:|---:|---:|---:|---:|"]
+             f"{args.threads} threads (gthread, one SO_REUSEPORT socket per worker); wrk and Redis on the same "
+             f"machine; {args.duration} s per run after a 2 s warm-up, {args.repeat} runs per row (endpoints "
+             f"alternating), median shown with the range of req/s; demo data (3000 users, 2000 items), random "
+             f"known users, n=10, features and seen items read from Redis per request. Load average at the end: "
+             f"{load:.2f}.", "",
+             "| connections | endpoint | req/s (median) | range | p50 ms | p99 ms | errors | / trivial |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    summary = summarise(rows)
     by_c: dict = {}
-    for r in rows:
-        by_c.setdefault(r["connections"], {})[r["endpoint"]] = r
-    for c, pair in by_c.items():
-        for name, r in pair.items():
-            ratio = ""
-            if name == "GET /recommend" and "trivial /ping" in pair:
-                ratio = f"{r['rps'] / pair['trivial /ping']['rps']:.2f}"
-            lines.append(f"| {c} | {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
-                         f"{r['socket_errors'] + r['non_2xx']} | {ratio} |")
-    lines += ["", "Targets: recommend / trivial >= 0.6 at 16 connections; p99 < 10 ms at 16 connections."]
+    for (c, name), r in summary.items():
+        by_c.setdefault(c, {})[name] = r
+    for c, group in sorted(by_c.items()):
+        trivial = group.get("trivial /ping")
+        for name, r in group.items():
+            ratio = f"{r['rps'] / trivial['rps']:.2f}" if trivial and name != "trivial /ping" else ""
+            lines.append(f"| {c} | {name} | {r['rps']:.0f} | {r['rps_min']:.0f}-{r['rps_max']:.0f} | {r['p50']:.2f} | "
+                         f"{r['p99']:.2f} | {r['errors']} | {ratio} |")
+    lines += ["", "Targets: recommend / trivial >= 0.6 at 16 connections; p99 < 10 ms at 16 connections. "
+              "Rows starting with 'bound:' are bench-only variants (scripts/bound_app.py), not the service."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
-    conns = sorted(by_c)
+    conns = sorted(c for c in by_c if "GET /recommend" in by_c[c])
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for name, color in (("trivial /ping", "#999999"), ("GET /recommend", "#1f77b4")):
         ax1.plot(conns, [by_c[c][name]["rps"] for c in conns], "o-", label=name, color=color)
+        ax1.vlines(conns, [by_c[c][name]["rps_min"] for c in conns], [by_c[c][name]["rps_max"] for c in conns],
+                   color=color, lw=2, alpha=0.5)
         ax2.plot(conns, [by_c[c][name]["p99"] for c in conns], "o-", label=name, color=color)
+    for name, marker in (("bound: user records memoised", "s"), ("bound: Redis and model memoised", "^")):
+        if name in by_c.get(16, {}):
+            ax1.plot([16], [by_c[16][name]["rps"]], marker, label=name, color="#2ca02c", alpha=0.8)
     ax1.set(xscale="log", xlabel="connections", ylabel="requests/s", title="Throughput")
     ax2.set(xscale="log", yscale="log", xlabel="connections", ylabel="p99 latency (ms)", title="p99 latency")
     ax2.axhline(10, ls="--", color="red", lw=0.8, label="10 ms target")

@@ -59,4 +59,3 @@ def on_exit(server):
     """Remove a metrics directory this config created."""
     if _metrics_dir.startswith(tempfile.gettempdir()) and "reco-metrics-" in _metrics_dir:
         shutil.rmtree(_metrics_dir, ignore_errors=True)
-

@@ -331,7 +331,7 @@ def write_markdown(path: Path, runs: list[ScaleRun], info: dict, args, png: Path
         f"{os.environ.get('OPENBLAS_NUM_THREADS', '?')} thread(s) (OPENBLAS_NUM_THREADS; the service runs one "
         "per gunicorn worker).",
         "",
-        "- exact: `model.recommend(user_id, 10)` (user lookup, scores of every item, argpartition, ids)",
+        "- exact: `model.recommend(user_id, 10)` (user lookup, scores of every item, exact top-N selection, ids)",
         "- bare: `item_matrix @ query`, `argpartition`, sort of the 10 (query precomputed)",
         "- ANN: `index.query(query, 10)`, + user bias, sort of the 10 (query precomputed)",
         f"- recall@10: |ANN top-10 ∩ exact top-10| / 10, mean over {RECALL_USERS} random known users; "

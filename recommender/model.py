@@ -345,7 +345,8 @@ class LFMRecommender(LightFM):
     def _top(self, scored: Scored, n: int, excluded: set[str]) -> list[tuple[str, float]]:
         """Top ``n`` of scored candidates without the excluded ids, ties broken by id.
 
-        Writes to ``scored``'s arrays (every Scored owns fresh arrays).
+        Writes -inf into the array it ranks: ``scored.combined``, a fresh concatenation, or
+        ``known_scores`` when there are no extras; each is made per request.
         """
         known_scores = scored.known_scores
         n_known = len(known_scores)
@@ -374,7 +375,7 @@ class LFMRecommender(LightFM):
         ranked = sorted(zip(values.tolist(), names), key=_rank_key)[:n]
         return [(item, score) for score, item in ranked]
 
-    def _positions(self, scored: Scored, excluded: set[str], n_known: int) -> np.ndarray | list[int]:
+    def _positions(self, scored: Scored, excluded: set[str], n_known: int) -> list[int]:
         """Positions in [known scores, extra scores] of the excluded ids that are among the candidates."""
         index = self.item_space.id_index
         if not scored.extra_ids and scored.known_idx is None:  # the common case: one pass
@@ -420,8 +421,8 @@ class LFMRecommender(LightFM):
         """Score every known item plus prepared items: two matrix-vector products, no per-item loop."""
         ignored.update(prepared.ignored_features)
         if user_vec is None:
-            extra_scores = prepared.extra_baseline
-            return Scored(None, self._popularity.copy(), prepared.extra_ids, extra_scores.copy(), strategy,
+            # _top ranks a fresh concatenation of the two, so extra_baseline itself is never written
+            return Scored(None, self._popularity.copy(), prepared.extra_ids, prepared.extra_baseline, strategy,
                           list(prepared.unscorable), ignored, prepared.extra_index)
         query = _query(user_vec)
         n_known = len(self._item_matrix)

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recommender.bootstrap import ensure_demo_data  # noqa: E402
-from recommender.localredis import LocalRedis  # noqa: E402
+from scripts.benchlib import bench_redis  # noqa: E402
 from recommender.settings import Settings  # noqa: E402
 from recommender.store import RedisFeatureStore  # noqa: E402
 from recommender.training import Trainer  # noqa: E402
@@ -87,11 +87,7 @@ def main() -> int:
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (Debian/Ubuntu: apt-get install wrk)")
     tmp = Path(tempfile.mkdtemp(prefix="bench-http-"))
-    redis_server = None
-    url = args.redis_url
-    if not url:
-        redis_server = LocalRedis(tmp / "redis").start()
-        url = redis_server.url
+    redis_server, url = bench_redis(tmp, args.redis_url)
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
     settings = Settings(redis_url=url, redis_prefix=prefix, model_dir=str(tmp / "models"),
                         admin_token="bench-admin-token-0123456789").validated()

@@ -41,7 +41,7 @@ import pandas as pd  # noqa: E402
 from lightfm import LightFM  # noqa: E402
 
 from recommender.model import LFMRecommender  # noqa: E402
-from scripts.benchlib import print_table  # noqa: E402
+from scripts.benchlib import print_table, report_paths  # noqa: E402
 
 TOP_N = 10
 LARGE = 100_000  # sizes from here on are held to the 1M-item target
@@ -465,11 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"sizes must be > {TOP_N}")
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be >= 1")
-    png = Path(args.out)
-    if not png.is_absolute():
-        png = Path.cwd() / png
-    png.parent.mkdir(parents=True, exist_ok=True)
-    md = png.with_suffix(".md")
+    png, md = report_paths(args.out)
 
     started = time.perf_counter()
     info = machine_info()

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field  # noqa: E402
 import numpy as np  # noqa: E402
 
 from recommender.ann import AnnIndex  # noqa: E402
-from scripts.benchlib import print_table, wait_for_quiet  # noqa: E402
+from scripts.benchlib import print_table, report_paths, wait_for_quiet  # noqa: E402
 from recommender.model import LFMRecommender  # noqa: E402
 from scripts.bench_predict import (  # noqa: E402
     LARGE, TOP_N, bare_topn, fmt_us, human_size, machine_info, measure, parse_size, synthetic_frames,
@@ -446,11 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     if not sizes or min(sizes) <= TOP_N:
         parser.error(f"sizes must be > {TOP_N}")
-    png = Path(args.out)
-    if not png.is_absolute():
-        png = Path.cwd() / png
-    png.parent.mkdir(parents=True, exist_ok=True)
-    md = png.with_suffix(".md")
+    png, md = report_paths(args.out)
 
     started = time.perf_counter()
     import faiss

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recommender.bootstrap import ensure_demo_data  # noqa: E402
-from recommender.localredis import LocalRedis  # noqa: E402
+from scripts.benchlib import bench_redis  # noqa: E402
 from recommender.settings import Settings  # noqa: E402
 from recommender.store import RedisFeatureStore  # noqa: E402
 from recommender.training import Trainer  # noqa: E402
@@ -47,11 +47,7 @@ def main() -> int:
     p.add_argument("--out", default="docs/bench_swap")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-swap-"))
-    redis_server = None
-    url = args.redis_url
-    if not url:
-        redis_server = LocalRedis(tmp / "redis").start()
-        url = redis_server.url
+    redis_server, url = bench_redis(tmp, args.redis_url)
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
     settings = Settings(redis_url=url, redis_prefix=prefix, model_dir=str(tmp / "models"), admin_token=TOKEN,
                         trainer_in_app=True, watch_interval=1.0).validated()

@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from recommender.model import LFMRecommender  # noqa: E402
-from scripts.benchlib import wait_for_quiet  # noqa: E402
+from scripts.benchlib import report_paths, wait_for_quiet  # noqa: E402
 from scripts.bench_predict import (  # noqa: E402
     FEATURES_PER_USER, N_ITEM_TAGS, N_USER_FEATURES, TAGS_PER_ITEM, human_size, machine_info, parse_size, prefixed,
 )
@@ -265,11 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeats must be >= 1")
     if args.epochs < 2 or not args.sizes or not args.threads or min(args.threads) < 1:
         parser.error("need --epochs >= 2, at least one size and thread counts >= 1")
-    png = Path(args.out)
-    if not png.is_absolute():
-        png = Path.cwd() / png
-    png.parent.mkdir(parents=True, exist_ok=True)
-    md = png.with_suffix(".md")
+    png, md = report_paths(args.out)
 
     started = time.perf_counter()
     info = machine_info()

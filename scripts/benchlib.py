@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 QUIET_LOAD = 1.5
 
@@ -35,3 +36,22 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
             print()
         prev = r[0]
         print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+
+
+def report_paths(out: str) -> tuple[Path, Path]:
+    """(png, md) for an --out PNG path: made absolute, its directory created, the .md beside it."""
+    png = Path(out)
+    if not png.is_absolute():
+        png = Path.cwd() / png
+    png.parent.mkdir(parents=True, exist_ok=True)
+    return png, png.with_suffix(".md")
+
+
+def bench_redis(tmp: Path, url: str | None):
+    """(server, url): a private redis-server under ``tmp`` when no URL is given (server None otherwise)."""
+    from recommender.localredis import LocalRedis
+
+    if url:
+        return None, url
+    server = LocalRedis(tmp / "redis").start()
+    return server, server.url

@@ -14,6 +14,8 @@ BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05,
 REQUEST_LATENCY = Histogram("reco_http_request_duration_seconds", "HTTP request latency",
                             ["endpoint", "method", "status"], buckets=BUCKETS)
 RECOMMENDATIONS = Counter("reco_recommendations_total", "Recommendations served", ["strategy", "degraded"])
+USER_CACHE = Counter("reco_user_cache_lookups_total", "User record lookups on the request path by result "
+                     "(hit, miss, or bypass while Redis invalidations are not being received)", ["result"])
 MODEL_INFO = Gauge("reco_model_info", "1 for the model version a process serves", ["version"],
                    multiprocess_mode="liveall")
 MODEL_SWAPS = Counter("reco_model_swaps_total", "Model snapshots swapped in (new versions and item refreshes)")

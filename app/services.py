@@ -11,6 +11,7 @@ from recommender.serving import ModelHolder, ModelWatcher
 from recommender.settings import Settings
 from recommender.store import RedisFeatureStore
 from recommender.training import Trainer
+from recommender.usercache import UserCache
 
 from . import metrics
 
@@ -19,10 +20,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Services:
-    """The Redis-backed feature store, the model holder and its watcher, and the optional trainer thread."""
+    """The Redis-backed feature store, the model holder and its watcher, and the optional trainer thread.
+
+    ``users`` answers the request path's user reads: the store itself, or a Redis-invalidated cache in
+    front of it (USER_CACHE_SIZE > 0).
+    """
 
     settings: Settings
     store: RedisFeatureStore
+    users: RedisFeatureStore | UserCache
     holder: ModelHolder
     watcher: ModelWatcher
     trainer: Trainer | None
@@ -35,6 +41,10 @@ class Services:
         store = RedisFeatureStore.from_url(settings.redis_url, prefix=settings.redis_prefix,
                                            socket_timeout=settings.redis_timeout,
                                            connect_timeout=settings.redis_timeout, health_check_interval=0)
+        users: RedisFeatureStore | UserCache = store
+        if settings.user_cache_size:
+            users = UserCache(store, settings.user_cache_size, settings.user_cache_ttl,
+                              on_lookup=lambda result: metrics.child(metrics.USER_CACHE, result).inc()).start()
         holder = ModelHolder()
         previous: dict = {"version": None}
 
@@ -50,11 +60,13 @@ class Services:
             trainer = Trainer(trainer_store, settings,
                               on_result=lambda secs, outcome: metrics.RETRAIN_SECONDS.labels(outcome).observe(secs))
             trainer.start()
-        return cls(settings, store, holder, watcher, trainer)
+        return cls(settings, store, users, holder, watcher, trainer)
 
     def stop(self) -> None:
         """Stop the background threads (tests; gunicorn just exits)."""
         self.watcher.stop()
+        if isinstance(self.users, UserCache):
+            self.users.stop()
         if self.trainer:
             self.trainer.stop()
 

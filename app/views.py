@@ -98,7 +98,7 @@ def recommend(user_id: str):
                        {"Retry-After": "5"})
     degraded = False
     try:
-        features, seen = svc.store.get_user(user_id)
+        features, seen = svc.users.get_user(user_id)
     except StoreUnavailableError:
         # answer from the model alone: training-time features for known users, popularity otherwise
         features, seen, degraded = {}, set(), True

@@ -33,6 +33,8 @@ class Settings:
     max_body_bytes: int = 1_000_000
     max_interactions_per_request: int = 10_000
     watch_interval: float = 1.0  # seconds between checks for a new model version and item changes
+    user_cache_size: int = 10_000  # users per process whose records are cached (Redis-invalidated); 0 = off
+    user_cache_ttl: float = 60.0  # seconds a cached user record may be served at most
     trainer_in_app: bool = False  # run the trainer loop as a thread of every app process
     # training
     loss: str = "warp"
@@ -56,6 +58,7 @@ class Settings:
         "model_dir": "MODEL_DIR", "admin_token": "ADMIN_TOKEN", "max_n": "MAX_N", "default_n": "DEFAULT_N",
         "max_candidates": "MAX_CANDIDATES", "max_body_bytes": "MAX_BODY_BYTES",
         "max_interactions_per_request": "MAX_INTERACTIONS_PER_REQUEST", "watch_interval": "WATCH_INTERVAL",
+        "user_cache_size": "USER_CACHE_SIZE", "user_cache_ttl": "USER_CACHE_TTL",
         "trainer_in_app": "TRAINER_IN_APP", "loss": "LOSS", "no_components": "NO_COMPONENTS", "epochs": "EPOCHS",
         "learning_rate": "LEARNING_RATE", "indicators": "INDICATORS", "row_norm": "ROW_NORM",
         "train_threads": "TRAIN_THREADS", "random_state": "RANDOM_STATE", "eval_k": "EVAL_K",
@@ -91,6 +94,8 @@ class Settings:
             problems.append("MAX_CANDIDATES must be >= 1 and MAX_BODY_BYTES >= 1024")
         if self.redis_timeout <= 0 or self.watch_interval <= 0:
             problems.append("REDIS_TIMEOUT and WATCH_INTERVAL must be > 0")
+        if self.user_cache_size < 0 or self.user_cache_ttl <= 0:
+            problems.append("USER_CACHE_SIZE must be >= 0 and USER_CACHE_TTL > 0")
         if self.loss not in ("warp", "bpr", "logistic", "warp-kos"):
             problems.append("LOSS must be warp, bpr, logistic or warp-kos")
         if self.indicators not in ("both", "users", "items", "false"):

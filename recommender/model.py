@@ -239,6 +239,8 @@ class LFMRecommender(LightFM):
         self._pop_sorted: np.ndarray | None = None
         self._bias_sorted: np.ndarray | None = None
         self._cache = LRUCache(maxsize=max(1, getattr(self, "cache_size", 100_000)))
+        # (user id, features) -> (representation, bias, ignored names): repeat requests skip the row build
+        self._user_cache = LRUCache(maxsize=max(1, getattr(self, "cache_size", 100_000)))
         self._cache_lock = threading.Lock()
         self.cache_hits = 0
         self.cache_misses = 0
@@ -324,7 +326,9 @@ class LFMRecommender(LightFM):
         """
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
-        excluded = {e if type(e) is str else normalize_id(e) for e in exclude} if exclude else set()
+        excluded = set(exclude) if exclude else set()
+        if excluded and not set(map(type, excluded)) <= _STR:  # one C-level pass in the usual all-str case
+            excluded = {e if type(e) is str else normalize_id(e) for e in excluded}
         scored = None
         if approximate and self.ann_index is not None and item_ids is None and n > 0:
             scored = self._score_approximate(user_id, user_features, item_features, use_baseline,
@@ -558,14 +562,23 @@ class LFMRecommender(LightFM):
             if pos is None:
                 return None, np.float32(0)
             return self._user_repr[pos], self._user_bias[pos]
-        cols, weights, unseen = self.user_space.row(user_id, user_features)
-        ignored.update(unseen)
-        if len(cols) == 0 and pos is None:
-            return None, np.float32(0)
-        # one sparse row: index the few embedding rows directly (scipy's matmul costs more than the math)
-        vec = (weights @ self.user_embeddings[cols]).astype(np.float32)
-        bias = np.float32(weights @ self.user_biases[cols])
-        return vec, bias
+        key = (user_id, _features_key(user_features))
+        with self._cache_lock:
+            hit = self._user_cache.get(key)
+        if hit is None:
+            cols, weights, unseen = self.user_space.row(user_id, user_features)
+            if len(cols) == 0 and pos is None:
+                vec, bias = None, np.float32(0)
+            else:
+                # one sparse row: index the few embedding rows directly (scipy's matmul costs more than the math)
+                vec = (weights @ self.user_embeddings[cols]).astype(np.float32)
+                vec.flags.writeable = False  # shared by every request of this user
+                bias = np.float32(weights @ self.user_biases[cols])
+            hit = (vec, bias, unseen)
+            with self._cache_lock:
+                self._user_cache[key] = hit
+        ignored.update(hit[2])
+        return hit[0], hit[1]
 
     def _item_rows(self, items: Sequence[tuple[str, Mapping[str, float]]], ignored: Counter) -> list:
         """[representation..., bias] for items given with features; LRU-cached per model and content."""
@@ -666,6 +679,7 @@ def _rank_key(pair: tuple[float, str]) -> tuple[float, str]:
     return -pair[0], pair[1]
 
 
+_STR = {str}
 _SAMPLE_SIZE = 4096  # sample used to find a threshold for the top-k
 
 

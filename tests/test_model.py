@@ -445,3 +445,31 @@ def test_recommend_excludes_known_and_new_items_like_a_sorted_reference(ctx, wor
         np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], rtol=1e-6)
         everything = model.recommend(user, 10_000, user_features=ufeats, item_features=prepared, exclude=excluded)
         assert len(everything) == len(reference) - 3
+
+
+def test_cached_user_representations_follow_features_and_refits(world):
+    """Repeat requests reuse a user's representation, but only for the same features and the same fit."""
+    model = LFMRecommender(loss="warp", no_components=8, random_state=3)
+    model.fit(world.interactions, world.user_features, world.item_features, epochs=2)
+    user = model.uid_map.index[2]
+    items = list(model.iid_map.index[:30])
+    variants = [{"age:25-34": 1.0}, {"interest:horror": 1.0, "unseen:y": 2.0}, {"age:25-34": 0.5}, {}]
+
+    def check(feats):
+        result = model.predict_online(user, item_ids=items, user_features=feats)
+        urow = reference_row(model.user_space, user, feats, model.row_norm)
+        irows = [model.item_features_[model.iid_map[i]].toarray()[0] for i in items]
+        np.testing.assert_allclose(result.to_numpy(), lightfm_scores(model, urow, irows), rtol=1e-5, atol=1e-5)
+        assert result.attrs["ignored_features"] == ({"unseen:y": 1} if "unseen:y" in feats else {})
+        return result
+
+    for feats in variants + variants[::-1]:  # each twice: computed, then from the cache
+        check(feats)
+    assert len(model._user_cache) == len(variants)  # noqa: SLF001
+    before = check(variants[0])
+    model.random_state = np.random.RandomState(99)
+    model.fit(world.interactions, world.user_features, world.item_features, epochs=4)
+    after = check(variants[0])
+    assert not np.allclose(before.to_numpy(), after.to_numpy())
+    with pytest.raises(ValueError):
+        model.predict_online(user, item_ids=items, user_features={"age:25-34": float("nan")})

@@ -4,9 +4,11 @@ Both run under the same gunicorn config (same workers and threads) on the same m
 wrk at 1, 16 and 64 connections. The ratio of their throughputs is the figure of merit (target
 >= 0.6 at 16 connections, with p99 < 10 ms). Each pair of runs is repeated (``--repeat``, the two
 endpoints alternating) and the median is reported with the range, because single runs on a shared
-2-core machine vary by +-15%. ``--bounds`` adds two bench-only variants of the service at 16
-connections (scripts/bound_app.py): user records memoised (no Redis round trip), and the model's
-answer memoised too (Flask, parsing, metrics and JSON only). Needs `wrk` (Debian: apt-get install wrk).
+2-core machine vary by +-15%. Each run prints the user cache's hit rate (from /metrics); at 16
+connections the service also runs with USER_CACHE_SIZE=0 (Redis read on every request).
+``--bounds`` adds a bench-only variant at 16 connections (scripts/bound_app.py) with the user record
+and the model's answer memoised: what Flask, parsing, metrics and JSON alone cost. Needs `wrk`
+(Debian: apt-get install wrk).
 
     .venv/bin/python scripts/bench_http.py [--duration 10] [--repeat 3] [--connections 1,16,64] [--bounds]
 """
@@ -14,7 +16,6 @@ answer memoised too (Flask, parsing, metrics and JSON only). Needs `wrk` (Debian
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import re
 import shutil
@@ -29,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import requests  # noqa: E402
+
 from recommender.bootstrap import ensure_demo_data  # noqa: E402
 from scripts.benchlib import bench_redis  # noqa: E402
 from recommender.settings import Settings  # noqa: E402
@@ -36,6 +39,8 @@ from recommender.store import RedisFeatureStore  # noqa: E402
 from recommender.training import Trainer  # noqa: E402
 from scripts.harness import start_gunicorn  # noqa: E402
 
+NO_CACHE = "GET /recommend, USER_CACHE_SIZE=0"
+BOUND = "bound: Redis and model memoised"
 LUA = """
 math.randomseed(%(seed)d)
 request = function()
@@ -78,7 +83,7 @@ def main() -> int:
     p.add_argument("--duration", type=int, default=10)
     p.add_argument("--repeat", type=int, default=3, help="runs per endpoint and connection count (median)")
     p.add_argument("--connections", default="1,16,64")
-    p.add_argument("--bounds", action="store_true", help="also serve scripts/bound_app.py variants (16 conns)")
+    p.add_argument("--bounds", action="store_true", help="also serve scripts/bound_app.py (16 conns)")
     p.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "2")))
     p.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", "4")))
     p.add_argument("--redis-url", default=None, help="use this Redis (keys under a random bench: prefix)")
@@ -99,20 +104,25 @@ def main() -> int:
         Trainer(store, settings).train_and_publish(force=True)
         lua = tmp / "users.lua"
         lua.write_text(LUA % {"seed": 42, "users": 3000})
-        start = functools.partial(start_gunicorn, settings, tmp, args.workers, args.threads)
+        def start(settings=settings, **kwargs):
+            return start_gunicorn(settings, tmp, args.workers, args.threads, **kwargs)
+
         endpoints = [("trivial /ping", start(app_spec="scripts.trivial_app:app", ready_path="/ping"), None, "/ping"),
                      ("GET /recommend", start(), str(lua), "/")]
         services += [e[1] for e in endpoints]
+        connections = [int(x) for x in args.connections.split(",")]
         rows = [measure(name, service.base + path, c, args, script)
-                for c in [int(x) for x in args.connections.split(",")]
+                for c in connections
                 for name, service, script, path in alternate(endpoints, args.repeat)]
+        if 16 in connections:  # the same service reading Redis on every request
+            uncached = start(settings=settings.with_(user_cache_size=0))
+            services.append(uncached)
+            rows += [measure(NO_CACHE, uncached.base + "/", 16, args, str(lua)) for _ in range(args.repeat)]
         if args.bounds:
-            for bound, label in (("store", "bound: user records memoised"), ("all", "bound: Redis and model memoised")):
-                os.environ["BOUND"] = bound
-                service = start(app_spec="scripts.bound_app:app")
-                services.append(service)
-                rows += [measure(label, service.base + "/", 16, args, str(lua)) for _ in range(args.repeat)]
-                service.stop()
+            service = start(app_spec="scripts.bound_app:app")
+            services.append(service)
+            rows += [measure(BOUND, service.base + "/", 16, args, str(lua)) for _ in range(args.repeat)]
+            service.stop()
     finally:
         for s in services:
             s.stop()
@@ -128,12 +138,31 @@ def alternate(endpoints: list, repeat: int) -> list:
 
 
 def measure(name: str, url: str, connections: int, args, script: str | None) -> dict:
-    """A 2 s warm-up, then one measured wrk run; prints it."""
+    """A 2 s warm-up, then one measured wrk run; prints it with the user cache's hit rate in that run."""
     run_wrk(url, connections, 2, script)
+    counted = script is not None and name != BOUND  # the bound app memoises in front of the cache
+    before = cache_lookups(url) if counted else {}
     result = run_wrk(url, connections, args.duration, script)
+    after = cache_lookups(url) if counted else {}
+    lookups = {k: after.get(k, 0) - before.get(k, 0) for k in ("hit", "miss", "bypass")}
+    total = sum(lookups.values())
+    result["hit_rate"] = lookups["hit"] / total if total else None
+    hits = f"  user cache hits {result['hit_rate']:.1%}" if total else ""
     print(f"{name:34s} c={connections:3d}  {result['rps']:8.0f} req/s  p50 {result['p50']:6.2f} ms  "
-          f"p99 {result['p99']:6.2f} ms  errors {result['socket_errors'] + result['non_2xx']}", flush=True)
+          f"p99 {result['p99']:6.2f} ms  errors {result['socket_errors'] + result['non_2xx']}{hits}", flush=True)
     return {"endpoint": name, "connections": connections, **result}
+
+
+def cache_lookups(url: str) -> dict:
+    """reco_user_cache_lookups_total by result, summed over the workers ({} for apps without it)."""
+    base = url.split("/", 3)
+    text = requests.get(f"{base[0]}//{base[2]}/metrics", timeout=5).text
+    out: dict = {}
+    for line in text.splitlines():
+        m = re.match(r'reco_user_cache_lookups_total\{result="(\w+)"\} ([\d.e+]+)', line)
+        if m:
+            out[m.group(1)] = out.get(m.group(1), 0) + float(m.group(2))
+    return out
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -146,7 +175,9 @@ def summarise(rows: list[dict]) -> dict:
         rps = [r["rps"] for r in runs]
         out[key] = {"rps": statistics.median(rps), "rps_min": min(rps), "rps_max": max(rps),
                     "p50": statistics.median(r["p50"] for r in runs), "p99": statistics.median(r["p99"] for r in runs),
-                    "errors": sum(r["socket_errors"] + r["non_2xx"] for r in runs), "runs": len(runs)}
+                    "errors": sum(r["socket_errors"] + r["non_2xx"] for r in runs), "runs": len(runs),
+                    "hit_rate": (statistics.median(r["hit_rate"] for r in runs)
+                                 if all(r.get("hit_rate") is not None for r in runs) else None)}
     return out
 
 
@@ -165,10 +196,11 @@ def write_report(rows: list[dict], args, out: Path) -> None:
              f"{args.threads} threads (gthread, one SO_REUSEPORT socket per worker); wrk and Redis on the same "
              f"machine; {args.duration} s per run after a 2 s warm-up, {args.repeat} runs per row (endpoints "
              f"alternating), median shown with the range of req/s; demo data (3000 users, 2000 items), random "
-             f"known users, n=10, features and seen items read from Redis per request. Load average at the end: "
+             f"known users, n=10; a user's features and seen items come from the per-process user cache (hit rate "
+             f"per row; the USER_CACHE_SIZE=0 row reads them from Redis on every request). Load average at the end: "
              f"{load:.2f}.", "",
-             "| connections | endpoint | req/s (median) | range | p50 ms | p99 ms | errors | / trivial |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|"]
+             "| connections | endpoint | req/s (median) | range | p50 ms | p99 ms | errors | user cache hits | / trivial |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     summary = summarise(rows)
     by_c: dict = {}
     for (c, name), r in summary.items():
@@ -177,8 +209,9 @@ def write_report(rows: list[dict], args, out: Path) -> None:
         trivial = group.get("trivial /ping")
         for name, r in group.items():
             ratio = f"{r['rps'] / trivial['rps']:.2f}" if trivial and name != "trivial /ping" else ""
+            hit_rate = f"{r['hit_rate']:.0%}" if r.get("hit_rate") is not None else ""
             lines.append(f"| {c} | {name} | {r['rps']:.0f} | {r['rps_min']:.0f}-{r['rps_max']:.0f} | {r['p50']:.2f} | "
-                         f"{r['p99']:.2f} | {r['errors']} | {ratio} |")
+                         f"{r['p99']:.2f} | {r['errors']} | {hit_rate} | {ratio} |")
     lines += ["", "Targets: recommend / trivial >= 0.6 at 16 connections; p99 < 10 ms at 16 connections. "
               "Rows starting with 'bound:' are bench-only variants (scripts/bound_app.py), not the service."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
@@ -191,9 +224,9 @@ def write_report(rows: list[dict], args, out: Path) -> None:
         ax1.vlines(conns, [by_c[c][name]["rps_min"] for c in conns], [by_c[c][name]["rps_max"] for c in conns],
                    color=color, lw=2, alpha=0.5)
         ax2.plot(conns, [by_c[c][name]["p99"] for c in conns], "o-", label=name, color=color)
-    for name, marker in (("bound: user records memoised", "s"), ("bound: Redis and model memoised", "^")):
+    for name, marker, color in ((NO_CACHE, "s", "#d62728"), (BOUND, "^", "#2ca02c")):
         if name in by_c.get(16, {}):
-            ax1.plot([16], [by_c[16][name]["rps"]], marker, label=name, color="#2ca02c", alpha=0.8)
+            ax1.plot([16], [by_c[16][name]["rps"]], marker, label=name, color=color, alpha=0.8)
     ax1.set(xscale="log", xlabel="connections", ylabel="requests/s", title="Throughput")
     ax2.set(xscale="log", yscale="log", xlabel="connections", ylabel="p99 latency (ms)", title="p99 latency")
     ax2.axhline(10, ls="--", color="red", lw=0.8, label="10 ms target")

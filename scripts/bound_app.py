@@ -1,31 +1,24 @@
-"""Bench-only WSGI app: the real service with parts of GET /recommend memoised per process.
+"""Bench-only WSGI app: the real service with GET /recommend's user read and model answer memoised.
 
-NOT the service. scripts/bench_http.py --bounds serves it next to the real app to show how much of the
-gap to the trivial endpoint each part of a request accounts for:
-
-- ``BOUND=store``: a user's features and seen items are read from Redis once per process, then reused
-  (what a perfect client-side cache of user records would give);
-- ``BOUND=all``: the model's answer is memoised too, leaving Flask routing, parameter parsing,
-  metrics and JSON of the real endpoint.
+NOT the service. scripts/bench_http.py --bounds serves it next to the real app: a user's record is
+read from Redis once per process and the model's answer computed once per (model, user, n), leaving
+Flask routing, parameter parsing, metrics and JSON of the real endpoint. The gap between it and the
+trivial endpoint is what the framework around the model costs.
 
 Run: gunicorn -c app/gunicorn_conf.py scripts.bound_app:app (with the service's environment).
 """
 
 from __future__ import annotations
 
-import os
-
 from app import create_app
 from recommender.model import LFMRecommender
 
-BOUND = os.environ.get("BOUND", "all")
-if BOUND not in ("store", "all"):
-    raise SystemExit(f"BOUND must be 'store' or 'all', got {BOUND!r}")
-
 app = create_app()
-_store = app.extensions["reco"].store
-_real_get_user = _store.get_user
+_users_source = app.extensions["reco"].users  # the user cache, or the store with USER_CACHE_SIZE=0
+_real_get_user = _users_source.get_user
 _users: dict = {}
+_real_recommend = LFMRecommender.recommend
+_answers: dict = {}
 
 
 def _memo_get_user(user_id: str):
@@ -36,21 +29,17 @@ def _memo_get_user(user_id: str):
     return hit
 
 
-_store.get_user = _memo_get_user
+def _memo_recommend(self, user_id, n=10, *, info=None, **kwargs):
+    """recommend(), once per (model, user, n) per process."""
+    key = (id(self), user_id, n)
+    hit = _answers.get(key)
+    if hit is None:
+        details: dict = {}
+        hit = _answers[key] = (_real_recommend(self, user_id, n, info=details, **kwargs), details)
+    if info is not None:
+        info.update(hit[1])
+    return hit[0]
 
-if BOUND == "all":
-    _real_recommend = LFMRecommender.recommend
-    _answers: dict = {}
 
-    def _memo_recommend(self, user_id, n=10, *, info=None, **kwargs):
-        """recommend(), once per (model, user, n) per process."""
-        key = (id(self), user_id, n)
-        hit = _answers.get(key)
-        if hit is None:
-            details: dict = {}
-            hit = _answers[key] = (_real_recommend(self, user_id, n, info=details, **kwargs), details)
-        if info is not None:
-            info.update(hit[1])
-        return hit[0]
-
-    LFMRecommender.recommend = _memo_recommend
+_users_source.get_user = _memo_get_user
+LFMRecommender.recommend = _memo_recommend

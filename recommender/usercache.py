@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 import hiredis
 from cachetools import TTLCache
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from .store import FEATURES_SUFFIX, RedisFeatureStore
@@ -246,36 +247,50 @@ class UserCache:
 
     def _run(self) -> None:
         last_ping = 0.0
+        last_error = ""
         while not self._stop.is_set():
             sock = self._sock
             if sock is None:
                 try:
                     self._connect()
-                    last_ping = time.monotonic()
-                except (RedisError, OSError, ValueError) as exc:
-                    log.debug("user cache: tracking not established: %s", exc)
+                    last_ping, last_error = time.monotonic(), ""
+                except Exception as exc:  # noqa: BLE001 - the thread must survive anything; the cache stays off
+                    message = f"{type(exc).__name__}: {exc}"
+                    # a down Redis is the store's to report; anything else (e.g. Redis < 6) is said once
+                    level = logging.DEBUG if isinstance(exc, (ConnectionError, OSError, RedisConnectionError)) \
+                        or message == last_error else logging.WARNING
+                    log.log(level, "user cache off, tracking not established (retrying): %s", message)
+                    last_error = message
                     self._stop.wait(self.retry_interval)
                 continue
-            timeout = max(0.0, last_ping + self.ping_interval - time.monotonic())
             try:
-                readable = select.select([sock], [], [], timeout)[0]
-            except (OSError, ValueError):  # closed under us by a request thread
-                continue
-            with self._lock:
-                if self._sock is not sock:
-                    continue
-                if readable:
-                    self._drain_locked()
-                now = time.monotonic()
-                if self._sock is not None and now - self._last_heard > 3 * self.ping_interval:
-                    self._lost_locked(f"no message from Redis for {now - self._last_heard:.1f} s")
-                    continue
-                if self._sock is not None and now >= last_ping + self.ping_interval:
-                    last_ping = now
-                    try:
-                        self._send(sock, b"*1\r\n$4\r\nPING\r\n")
-                    except OSError as exc:
-                        self._lost_locked(f"PING failed: {exc}")
+                last_ping = self._watch(sock, last_ping)
+            except Exception as exc:  # noqa: BLE001
+                with self._lock:
+                    self._lost_locked(f"{type(exc).__name__}: {exc}")
+
+    def _watch(self, sock: socket.socket, last_ping: float) -> float:
+        """Wait for messages up to the next PING; apply them, check liveness, PING when due."""
+        timeout = max(0.0, last_ping + self.ping_interval - time.monotonic())
+        try:
+            readable = select.select([sock], [], [], timeout)[0]
+        except (OSError, ValueError):  # closed under us by a request thread
+            return last_ping
+        with self._lock:
+            if self._sock is not sock:
+                return last_ping
+            if readable:
+                self._drain_locked()
+            now = time.monotonic()
+            if self._sock is not None and now - self._last_heard > 3 * self.ping_interval:
+                self._lost_locked(f"no message from Redis for {now - self._last_heard:.1f} s")
+            elif self._sock is not None and now >= last_ping + self.ping_interval:
+                last_ping = now
+                try:
+                    self._send(sock, b"*1\r\n$4\r\nPING\r\n")
+                except OSError as exc:
+                    self._lost_locked(f"PING failed: {exc}")
+        return last_ping
 
     def _connect(self) -> None:
         """A new invalidation connection: CLIENT TRACKING (BCAST, redirected to itself) + SUBSCRIBE."""

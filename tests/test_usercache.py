@@ -289,3 +289,30 @@ def test_bad_arguments(redis_url, key_prefix):
     with pytest.raises(ValueError):
         cache.get_user("")
     assert not cache.live and cache.get_user("u1") == ({}, set()) and cache.bypasses == 1
+
+
+def test_without_tracking_rights_the_cache_stays_off_and_answers(private_redis, caplog):
+    """A server or ACL that refuses CLIENT (like Redis < 6 refusing TRACKING): bypass, warn once, stay correct."""
+    import logging
+
+    admin = redis.Redis.from_url(private_redis.url)
+    admin.execute_command("ACL", "SETUSER", "notrack", "on", ">pw-notrack", "~*", "&*", "+@all", "-client")
+    url = private_redis.url.replace("redis://", "redis://notrack:pw-notrack@")
+    store = RedisFeatureStore.from_url(url, prefix="t:")
+    cache = UserCache(store, maxsize=100, ttl=60, retry_interval=0.05)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="recommender.usercache"):
+            cache.start()
+            time.sleep(0.5)  # ~10 attempts
+        assert not cache.live
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "NOPERM" in warnings[0].getMessage()
+        store.set_user_features("u1", {"a": 1.0})
+        assert cache.get_user("u1") == ({"a": 1.0}, set())
+        store.set_user_features("u1", {"b": 1.0})
+        assert cache.get_user("u1") == ({"b": 1.0}, set()) and cache.bypasses == 2
+    finally:
+        cache.stop()
+        store.close()
+        admin.execute_command("ACL", "DELUSER", "notrack")
+        admin.close()

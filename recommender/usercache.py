@@ -105,16 +105,20 @@ class UserCache:
         Returns fresh containers: callers may modify them.
         """
         uid = check_id(user_id, "user_id")
+        hit = None
         with self._lock:
             live = self._drain_locked()
             if live:
                 hit = self._entries.get(uid)
                 if hit is not None:
                     self.hits += 1
-                    self._on_lookup("hit")
-                    return dict(hit[0]), set(hit[1])
-                epoch = self._epoch
-                self._inflight[uid] = self._inflight.get(uid, 0) + 1
+                    answer = dict(hit[0]), set(hit[1])
+                else:
+                    epoch = self._epoch
+                    self._inflight[uid] = self._inflight.get(uid, 0) + 1
+        if hit is not None:
+            self._on_lookup("hit")
+            return answer
         if not live:
             self.bypasses += 1
             self._on_lookup("bypass")

@@ -65,6 +65,9 @@ class PreparedItems:
     ignored_features: Counter
     owner: int  # id() of the model that prepared them
     extra_baseline: np.ndarray  # popularity-scale scores of the extra items, for users served by the baseline
+    # [every known item's row (given features override), extra rows]: one product scores all candidates;
+    # None for catalogues above STACK_MAX_ROWS (then the known-item matrix is not copied)
+    stacked: np.ndarray | None = field(default=None, repr=False)
     extra_index: dict = field(init=False, repr=False)  # extra id -> row of extra_matrix
 
     def __post_init__(self) -> None:
@@ -415,28 +418,38 @@ class LFMRecommender(LightFM):
         unknown_vecs = self._item_rows(unknown, ignored)
         extra_ids = [i for (i, _), v in zip(unknown, unknown_vecs) if v is not None]
         extra = np.asarray([v for v in unknown_vecs if v is not None], dtype=np.float32).reshape(-1, width)
-        return PreparedItems(feats, np.asarray([index[i] for i, _ in known], dtype=np.int64), override,
+        override_pos = np.asarray([index[i] for i, _ in known], dtype=np.int64)
+        stacked = None
+        if len(self._item_matrix) + len(extra) <= STACK_MAX_ROWS:
+            stacked = np.concatenate([self._item_matrix, extra])
+            stacked[override_pos] = override
+            stacked.flags.writeable = False
+        return PreparedItems(feats, override_pos, override,
                              extra_ids, extra, [i for (i, _), v in zip(unknown, unknown_vecs) if v is None],
                              ignored, id(self),
-                             self._baseline_from_bias(extra[:, -1]) if len(extra) else np.zeros(0))
+                             self._baseline_from_bias(extra[:, -1]) if len(extra) else np.zeros(0), stacked)
 
     def _score_prepared(self, user_vec, user_bias, prepared: PreparedItems, strategy: str,
-                        ignored: Counter) -> Scored:
+                        ignored: Counter, query: np.ndarray | None = None) -> Scored:
         """Score every known item plus prepared items: two matrix-vector products, no per-item loop."""
         ignored.update(prepared.ignored_features)
         if user_vec is None:
             # _top ranks a fresh concatenation of the two, so extra_baseline itself is never written
             return Scored(None, self._popularity.copy(), prepared.extra_ids, prepared.extra_baseline, strategy,
                           list(prepared.unscorable), ignored, prepared.extra_index)
-        query = _query(user_vec)
+        if query is None:
+            query = _query(user_vec)
         n_known = len(self._item_matrix)
         # known and extra scores in one buffer: _top ranks it as is instead of concatenating
-        combined = np.empty(n_known + len(prepared.extra_ids), dtype=np.float32)
-        np.matmul(self._item_matrix, query, out=combined[:n_known])
-        if len(prepared.override_pos):
-            combined[prepared.override_pos] = prepared.override_matrix @ query
-        if prepared.extra_ids:
-            np.matmul(prepared.extra_matrix, query, out=combined[n_known:])
+        if prepared.stacked is not None:  # one product (each numpy call costs more than this math)
+            combined = prepared.stacked @ query
+        else:
+            combined = np.empty(n_known + len(prepared.extra_ids), dtype=np.float32)
+            np.matmul(self._item_matrix, query, out=combined[:n_known])
+            if len(prepared.override_pos):
+                combined[prepared.override_pos] = prepared.override_matrix @ query
+            if prepared.extra_ids:
+                np.matmul(prepared.extra_matrix, query, out=combined[n_known:])
         combined += user_bias
         return Scored(None, combined[:n_known], prepared.extra_ids, combined[n_known:], strategy,
                       list(prepared.unscorable), ignored, prepared.extra_index, combined)
@@ -479,9 +492,9 @@ class LFMRecommender(LightFM):
             self._check_owner(item_features)
             if item_ids is None:
                 ignored = Counter()
-                user_vec, user_bias = self._user_vector(user_id, user_features, ignored)
+                user_vec, user_bias, query = self._user_vector(user_id, user_features, ignored, want_query=True)
                 strategy = self._strategy(user_id, user_vec, use_baseline)
-                return self._score_prepared(user_vec, user_bias, item_features, strategy, ignored)
+                return self._score_prepared(user_vec, user_bias, item_features, strategy, ignored, query)
             item_features = item_features.features
         item_features = {normalize_id(k): v for k, v in item_features.items()} if item_features else {}
         ignored: Counter = Counter()
@@ -555,29 +568,37 @@ class LFMRecommender(LightFM):
         return STRATEGY_POPULAR
 
     def _user_vector(self, user_id: str, user_features: Mapping[str, float] | None,
-                     ignored: Counter) -> tuple[np.ndarray | None, np.float32]:
-        """The user's representation and bias; (None, 0) for an unknown user with no usable features."""
+                     ignored: Counter, want_query: bool = False) -> tuple:
+        """The user's representation and bias; (None, 0) for an unknown user with no usable features.
+
+        With ``want_query`` also [representation, 1] (see _query), or None: cached with the
+        representation when built from features.
+        """
         pos = self.user_space.id_index.get(user_id)
         if user_features is None:
             if pos is None:
-                return None, np.float32(0)
-            return self._user_repr[pos], self._user_bias[pos]
+                return (None, np.float32(0), None) if want_query else (None, np.float32(0))
+            vec = self._user_repr[pos]
+            return (vec, self._user_bias[pos], _query(vec)) if want_query else (vec, self._user_bias[pos])
         key = (user_id, _features_key(user_features))
         with self._cache_lock:
             hit = self._user_cache.get(key)
         if hit is None:
             cols, weights, unseen = self.user_space.row(user_id, user_features)
             if len(cols) == 0 and pos is None:
-                vec, bias = None, np.float32(0)
+                vec, bias, query = None, np.float32(0), None
             else:
                 # one sparse row: index the few embedding rows directly (scipy's matmul costs more than the math)
                 vec = (weights @ self.user_embeddings[cols]).astype(np.float32)
-                vec.flags.writeable = False  # shared by every request of this user
                 bias = np.float32(weights @ self.user_biases[cols])
-            hit = (vec, bias, unseen)
+                query = _query(vec)
+                vec.flags.writeable = query.flags.writeable = False  # shared by every request of this user
+            hit = (vec, bias, unseen, query)
             with self._cache_lock:
                 self._user_cache[key] = hit
         ignored.update(hit[2])
+        if want_query:
+            return hit[0], hit[1], hit[3]
         return hit[0], hit[1]
 
     def _item_rows(self, items: Sequence[tuple[str, Mapping[str, float]]], ignored: Counter) -> list:
@@ -680,6 +701,7 @@ def _rank_key(pair: tuple[float, str]) -> tuple[float, str]:
 
 
 _STR = {str}
+STACK_MAX_ROWS = 200_000  # PreparedItems copy the item matrix (26 MB at k=32) only up to this many rows
 _SAMPLE_SIZE = 4096  # sample used to find a threshold for the top-k
 
 

@@ -344,12 +344,19 @@ def test_load_rejects_truncated_altered_and_foreign(tmp_path, world):
         LFMRecommender.load(tmp_path / "garbage")
 
 
-def test_prepared_items_score_like_the_dict_path(ctx, world):
+STACKING = pytest.mark.parametrize("stack_max_rows", [200_000, 0], ids=["stacked", "unstacked"])
+
+
+@STACKING
+def test_prepared_items_score_like_the_dict_path(ctx, world, monkeypatch, stack_max_rows):
+    """Both ways PreparedItems are scored (one stacked matrix, or known matrix + overrides + extras)."""
+    monkeypatch.setattr("recommender.model.STACK_MAX_ROWS", stack_max_rows)
     model = ctx.model
     feats = {i: features_of(world.item_features, "item_id", i) for i in world.new_items[:4]}
     feats[ctx.items["known+features"][0]] = {"genre:comedy": 1.0}
     feats["only-unseen"] = {"nothing:known": 1.0}
     prepared = model.prepare_items(feats)
+    assert (prepared.stacked is not None) == bool(stack_max_rows)
     for user, ufeats in [ctx.users["known+features"], ctx.users["unknown+features"], ("nobody", None)]:
         a = model.predict_online(user, user_features=ufeats, item_features=feats)
         b = model.predict_online(user, user_features=ufeats, item_features=prepared)
@@ -430,10 +437,14 @@ def test_top_positions_is_the_exact_top_n_with_boundary_ties(total):
         assert got == set(np.flatnonzero(scores >= nth).tolist())
 
 
-def test_recommend_excludes_known_and_new_items_like_a_sorted_reference(ctx, world):
+@STACKING
+def test_recommend_excludes_known_and_new_items_like_a_sorted_reference(ctx, world, monkeypatch, stack_max_rows):
+    monkeypatch.setattr("recommender.model.STACK_MAX_ROWS", stack_max_rows)
     model = ctx.model
     feats = {i: features_of(world.item_features, "item_id", i) for i in world.new_items[:6]}
+    feats[ctx.items["known+features"][0]] = {"genre:comedy": 1.0}  # a known item with changed features
     prepared = model.prepare_items(feats)
+    assert (prepared.stacked is not None) == bool(stack_max_rows)
     for user, ufeats in [ctx.users["known+features"], ctx.users["unknown+features"], ("nobody", None)]:
         scores = model.predict_online(user, user_features=ufeats, item_features=feats)
         # the reference order: best score first, ties by id

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, request
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest)
 
@@ -50,20 +50,30 @@ def observe_snapshot(previous_version: str | None, version: str, model) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Time every request by route template (not raw path, which would explode label cardinality)."""
+    """Time every request by route template (not raw path, which would explode label cardinality).
 
-    @app.before_request
-    def _start():
-        g.started = time.perf_counter()
+    The clock starts in a thin WSGI wrapper (before Flask builds its request context, so that cost is
+    counted too) and stops in one after_request hook: no before_request hook, no ``g``.
+    """
+    flask_wsgi = app.wsgi_app
+
+    def timed_wsgi(environ, start_response):
+        environ[_STARTED] = time.perf_counter()
+        return flask_wsgi(environ, start_response)
+
+    app.wsgi_app = timed_wsgi
 
     @app.after_request
     def _observe(response):
-        started = g.get("started")
+        req = request._get_current_object()  # one context lookup instead of one per attribute
+        started = req.environ.get(_STARTED)
         if started is not None:
-            rule = request.url_rule.rule if request.url_rule else "unmatched"
-            child(REQUEST_LATENCY, rule, request.method, str(response.status_code)).observe(
-                time.perf_counter() - started)
+            rule = req.url_rule.rule if req.url_rule else "unmatched"
+            child(REQUEST_LATENCY, rule, req.method, str(response.status_code)).observe(time.perf_counter() - started)
         return response
+
+
+_STARTED = "reco.started"
 
 
 def render() -> Response:

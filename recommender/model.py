@@ -370,17 +370,14 @@ class LFMRecommender(LightFM):
         if n == 0 or len(all_scores) == 0:
             return []
         top = top_positions(all_scores, n)
-        values = all_scores[top]
-        if excluded:
-            keep = values != -np.inf
-            top, values = top[keep], values[keep]
+        values = all_scores[top].tolist()
         ids = self._item_id_list
         known_idx = scored.known_idx.tolist() if scored.known_idx is not None else None
         extra_ids = scored.extra_ids
-        names = [(ids[p] if known_idx is None else ids[known_idx[p]]) if p < n_known else extra_ids[p - n_known]
-                 for p in top.tolist()]
-        ranked = sorted(zip(values.tolist(), names), key=_rank_key)[:n]
-        return [(item, score) for score, item in ranked]
+        # (-score, id) tuples sort best first, ties by id; excluded positions hold -inf
+        ranked = sorted((-v, (ids[p] if known_idx is None else ids[known_idx[p]]) if p < n_known
+                         else extra_ids[p - n_known]) for v, p in zip(values, top.tolist()) if v != _NEG_INF)[:n]
+        return [(item, -negative) for negative, item in ranked]
 
     def _positions(self, scored: Scored, excluded: set[str], n_known: int) -> list[int]:
         """Positions in [known scores, extra scores] of the excluded ids that are among the candidates."""
@@ -695,12 +692,8 @@ def _log_ignored(side: str, ignored: Counter) -> None:
                     dict(ignored.most_common(10)))
 
 
-def _rank_key(pair: tuple[float, str]) -> tuple[float, str]:
-    """Sort key of (score, id): best score first, then id."""
-    return -pair[0], pair[1]
-
-
 _STR = {str}
+_NEG_INF = float("-inf")
 STACK_MAX_ROWS = 200_000  # PreparedItems copy the item matrix (26 MB at k=32) only up to this many rows
 _SAMPLE_SIZE = 4096  # sample used to find a threshold for the top-k
 

@@ -34,7 +34,7 @@ class Settings:
     max_interactions_per_request: int = 10_000
     watch_interval: float = 1.0  # seconds between checks for a new model version and item changes
     user_cache_size: int = 10_000  # users per process whose records are cached (Redis-invalidated); 0 = off
-    user_cache_ttl: float = 60.0  # seconds a cached user record may be served at most
+    user_cache_ttl: float = 300.0  # backstop only: invalidations keep entries current (redis-py's own cache has no TTL)
     trainer_in_app: bool = False  # run the trainer loop as a thread of every app process
     # training
     loss: str = "warp"

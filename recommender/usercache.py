@@ -67,7 +67,7 @@ class UserCache:
         Called with "hit", "miss" or "bypass" after each lookup (metrics).
     """
 
-    def __init__(self, store: RedisFeatureStore, maxsize: int = 10_000, ttl: float = 60.0, *,
+    def __init__(self, store: RedisFeatureStore, maxsize: int = 10_000, ttl: float = 300.0, *,
                  ping_interval: float = 1.0, retry_interval: float = 1.0,
                  on_lookup: Callable[[str], None] | None = None):
         if maxsize < 1 or ttl <= 0 or ping_interval <= 0 or retry_interval <= 0:

@@ -5,7 +5,7 @@ For each catalogue size a real LFMRecommender is fitted (one WARP epoch, k compo
 touches every item, then five ways of scoring one known user are timed call by call:
 
     (a) recommend(user, 10)                          the serving fast path
-    (b) recommend(user, 10, user_features={...})     user row rebuilt from a features dict per call
+    (b) recommend(user, 10, user_features={...})     a features dict per call (representation cached by content)
     (c) predict_online(user)                         a pandas Series of every score
     (d) item_matrix @ query + argpartition top-10    the bare numpy bound on the same arrays
     (e) LightFM.predict over all items + top-10      the naive way
@@ -361,7 +361,7 @@ def write_markdown(path: Path, runs: list[SizeRun], info: dict, args, png: Path)
         "With few calls (LightFM.predict at large sizes) p99 is close to the maximum.",
         "",
         "- (a) `model.recommend(user_id, 10)`: the serving fast path",
-        "- (b) `model.recommend(user_id, 10, user_features={...})`: user row rebuilt from a dict per call",
+        "- (b) `model.recommend(user_id, 10, user_features={...})`: a features dict per call; the representation is cached by user and feature content, so after the first call this is a key lookup",
         "- (c) `model.predict_online(user_id)`: a pandas Series of every score",
         "- (d) bare bound: `item_matrix @ query`, `argpartition`, sort of the 10 (query precomputed)",
         "- (e) `LightFM.predict(model, user_idx, arange(n_items), user_features=..., item_features=..., "

@@ -213,7 +213,8 @@ def write_report(rows: list[dict], args, out: Path) -> None:
             lines.append(f"| {c} | {name} | {r['rps']:.0f} | {r['rps_min']:.0f}-{r['rps_max']:.0f} | {r['p50']:.2f} | "
                          f"{r['p99']:.2f} | {r['errors']} | {hit_rate} | {ratio} |")
     lines += ["", "Targets: recommend / trivial >= 0.6 at 16 connections; p99 < 10 ms at 16 connections. "
-              "Rows starting with 'bound:' are bench-only variants (scripts/bound_app.py), not the service."]
+              "Rows starting with 'bound:' are bench-only variants (scripts/bound_app.py), not the service.", "",
+              "Earlier runs, what limits the ratio and what was tried: [BENCHMARKS.md](BENCHMARKS.md), section HTTP."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

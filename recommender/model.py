@@ -63,7 +63,7 @@ class PreparedItems:
     extra_matrix: np.ndarray  # (len(extra_ids), k + 1)
     unscorable: list[str]  # unknown items whose features are all unseen
     ignored_features: Counter
-    owner: int  # id() of the model that prepared them
+    owner: tuple  # (id() of the model that prepared them, its serving generation: bumped by fit/fit_partial/load)
     extra_baseline: np.ndarray  # popularity-scale scores of the extra items, for users served by the baseline
     # [every known item's row (given features override), extra rows]: one product scores all candidates;
     # None for catalogues above STACK_MAX_ROWS (then the known-item matrix is not copied)
@@ -236,6 +236,7 @@ class LFMRecommender(LightFM):
     def _reset_serving(self) -> None:
         """Drop precomputed arrays, the item cache and any ANN index (a refit or load invalidates them)."""
         self.ann_index = None  # optional recommender.ann.AnnIndex over _item_matrix (recommend(approximate=True))
+        self._serving_generation = getattr(self, "_serving_generation", 0) + 1  # PreparedItems made before are refused
         self._item_matrix: np.ndarray | None = None  # (n_items, k + 1): representation and bias
         self._user_repr: np.ndarray | None = None
         self._user_bias: np.ndarray | None = None
@@ -243,7 +244,7 @@ class LFMRecommender(LightFM):
         self._bias_sorted: np.ndarray | None = None
         self._cache = LRUCache(maxsize=max(1, getattr(self, "cache_size", 100_000)))
         # (user id, features) -> (representation, bias, ignored names): repeat requests skip the row build
-        self._user_cache = LRUCache(maxsize=max(1, getattr(self, "cache_size", 100_000)))
+        self._user_cache = LRUCache(maxsize=USER_REPR_CACHE_SIZE)
         self._cache_lock = threading.Lock()
         self.cache_hits = 0
         self.cache_misses = 0
@@ -423,7 +424,7 @@ class LFMRecommender(LightFM):
             stacked.flags.writeable = False
         return PreparedItems(feats, override_pos, override,
                              extra_ids, extra, [i for (i, _), v in zip(unknown, unknown_vecs) if v is None],
-                             ignored, id(self),
+                             ignored, self._owner_token(),
                              self._baseline_from_bias(extra[:, -1]) if len(extra) else np.zeros(0), stacked)
 
     def _score_prepared(self, user_vec, user_bias, prepared: PreparedItems, strategy: str,
@@ -476,10 +477,15 @@ class LFMRecommender(LightFM):
         return Scored(known_idx, known_scores.astype(np.float32), prepared.extra_ids, extra_scores, strategy,
                       list(prepared.unscorable), ignored, prepared.extra_index)
 
+    def _owner_token(self) -> tuple:
+        """What PreparedItems record: this object and the state of its serving arrays."""
+        return id(self), self._serving_generation
+
     def _check_owner(self, prepared: PreparedItems) -> None:
         """PreparedItems hold another model's representations unless this model made them."""
-        if prepared.owner != id(self):
-            raise ValueError("these PreparedItems were made by another model; call prepare_items again")
+        if prepared.owner != self._owner_token():
+            raise ValueError("these PreparedItems were made by another model or before the last fit; "
+                             "call prepare_items again")
 
     def _score(self, user_id, item_ids, user_features, item_features, use_baseline) -> Scored:
         """Score candidates for one user: the shared core of predict_online and recommend."""
@@ -652,9 +658,13 @@ def _query(user_vec: np.ndarray) -> np.ndarray:
 
 
 def _features_key(feats: Mapping[str, float]) -> tuple:
-    """A hashable, order-independent key of a feature dict (cache key part)."""
+    """A hashable, order-independent key of a feature dict (cache key part).
+
+    Names and values keep their types, so that an input the row builder rejects (``True``, ``"1"``,
+    a name ``5``) never shares a key with an accepted one and is validated, not served from the cache.
+    """
     try:
-        return tuple(sorted((str(k), float(v)) for k, v in feats.items()))
+        return tuple(sorted((k, type(v), v) for k, v in feats.items()))
     except (TypeError, ValueError):
         # leave validation (and its clear message) to the row builder
         return (hashlib.sha1(repr(sorted(map(repr, feats.items()))).encode()).hexdigest(),)
@@ -694,6 +704,7 @@ def _log_ignored(side: str, ignored: Counter) -> None:
 
 _STR = {str}
 _NEG_INF = float("-inf")
+USER_REPR_CACHE_SIZE = 10_000  # cached user representations per model (~1.6 KB each at k=32: 16 MB)
 STACK_MAX_ROWS = 200_000  # PreparedItems copy the item matrix (26 MB at k=32) only up to this many rows
 _SAMPLE_SIZE = 4096  # sample used to find a threshold for the top-k
 

@@ -90,9 +90,17 @@ class UserCache:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.hits = self.misses = self.bypasses = self.invalidations = 0
-        self._on_lookup = on_lookup or (lambda result: None)
+        self._on_lookup_callback = on_lookup
 
     # ------------------------------------------------------------------ request path
+
+    def _on_lookup(self, result: str) -> None:
+        """The metrics callback; its failure must not fail a lookup."""
+        if self._on_lookup_callback is not None:
+            try:
+                self._on_lookup_callback(result)
+            except Exception:  # noqa: BLE001
+                log.debug("user cache: lookup callback failed", exc_info=True)
 
     @property
     def live(self) -> bool:
@@ -123,10 +131,10 @@ class UserCache:
             self.bypasses += 1
             self._on_lookup("bypass")
             return self.store.get_user(uid)
-        self.misses += 1
-        self._on_lookup("miss")
         answer = None
-        try:
+        try:  # from here on the in-flight count must come down, whatever happens
+            self.misses += 1
+            self._on_lookup("miss")
             answer = self.store.get_user(uid)
             return answer
         finally:
@@ -174,8 +182,8 @@ class UserCache:
                 self._reader.feed(data)
                 while (message := self._reader.gets()) is not False:
                     self._apply_locked(message)
-            except (hiredis.ProtocolError, ValueError, TypeError) as exc:
-                self._lost_locked(f"unexpected message: {exc}")
+            except Exception as exc:  # noqa: BLE001 - never fail a request; the stream can't be trusted now
+                self._lost_locked(f"unexpected message: {type(exc).__name__}: {exc}")
                 return False
 
     def _apply_locked(self, message: Any) -> None:
@@ -191,12 +199,17 @@ class UserCache:
             raise ValueError(f"error reply {message}")
         # anything else (PONG) only proves the connection alive
 
-    def _invalidate_locked(self, keys: list[bytes] | None) -> None:
-        self.invalidations += 1
+    def _invalidate_locked(self, keys: Any) -> None:
         if keys is None:  # FLUSHDB / FLUSHALL
+            self.invalidations += 1
             self._invalidate_all_locked()
             return
+        if not isinstance(keys, list):  # not from Redis (anyone may PUBLISH on the channel): ignore
+            return
+        self.invalidations += 1
         for raw in keys:
+            if not isinstance(raw, bytes):
+                continue
             key = raw.decode("utf-8", "surrogateescape")
             if not key.startswith(self._user_prefix):
                 continue
@@ -276,9 +289,12 @@ class UserCache:
     def _watch(self, sock: socket.socket, last_ping: float) -> float:
         """Wait for messages up to the next PING; apply them, check liveness, PING when due."""
         timeout = max(0.0, last_ping + self.ping_interval - time.monotonic())
+        poller = select.poll()  # not select.select: it fails on descriptors >= 1024
         try:
-            readable = select.select([sock], [], [], timeout)[0]
+            poller.register(sock, select.POLLIN)
+            readable = bool(poller.poll(timeout * 1000))
         except (OSError, ValueError):  # closed under us by a request thread
+            self._stop.wait(0.01)  # the owner of the lock is marking the cache lost; don't spin
             return last_ping
         with self._lock:
             if self._sock is not sock:
@@ -336,7 +352,9 @@ class UserCache:
             try:
                 sent = sock.send(view)
             except (BlockingIOError, ssl.SSLWantWriteError):
-                select.select([], [sock], [], 1.0)
+                poller = select.poll()
+                poller.register(sock, select.POLLOUT)
+                poller.poll(1000)
                 continue
             view = view[sent:]
 

@@ -484,3 +484,26 @@ def test_cached_user_representations_follow_features_and_refits(world):
     assert not np.allclose(before.to_numpy(), after.to_numpy())
     with pytest.raises(ValueError):
         model.predict_online(user, item_ids=items, user_features={"age:25-34": float("nan")})
+
+
+def test_cache_hits_never_skip_validation_and_old_prepared_items_are_refused(world):
+    """A cached representation is only reused for an input the row builder accepts; PreparedItems
+    made before fit_partial hold the old item rows and are refused."""
+    model = LFMRecommender(loss="warp", no_components=8, random_state=3)
+    model.fit(world.interactions, world.user_features, world.item_features, epochs=2)
+    user = model.uid_map.index[2]
+    model.predict_online(user, user_features={"age:25-34": 1.0})
+    model.predict_online("fresh-user", item_ids=["x"], item_features={"x": {"genre:drama": 1.0}})
+    for bad in (True, "1", np.True_):
+        with pytest.raises(ValueError, match="must be a number"):
+            model.predict_online(user, user_features={"age:25-34": bad})
+        with pytest.raises(ValueError, match="must be a number"):
+            model.predict_online("fresh-user", item_ids=["x"], item_features={"x": {"genre:drama": bad}})
+    prepared = model.prepare_items({"x": {"genre:drama": 1.0}})
+    model.recommend(user, 5, item_features=prepared)
+    model.fit_partial(world.interactions, world.user_features, world.item_features, epochs=1)
+    with pytest.raises(ValueError, match="before the last fit"):
+        model.recommend(user, 5, item_features=prepared)
+    fresh = model.prepare_items({"x": {"genre:drama": 1.0}})
+    assert model.recommend(user, 5, item_features=fresh) == model.recommend(
+        user, 5, item_features={"x": {"genre:drama": 1.0}})

@@ -316,3 +316,58 @@ def test_without_tracking_rights_the_cache_stays_off_and_answers(private_redis, 
         store.close()
         admin.execute_command("ACL", "DELUSER", "notrack")
         admin.close()
+
+
+def test_foreign_messages_and_failing_callbacks_fail_no_request(redis_url, key_prefix):
+    """Anyone may PUBLISH on the invalidation channel, and a metrics callback may fail: lookups still
+    answer correctly, and invalidations that arrive with such a message are not lost."""
+    store = RedisFeatureStore.from_url(redis_url, prefix=key_prefix)
+    writer = RedisFeatureStore.from_url(redis_url, prefix=key_prefix)
+
+    def broken_metrics(result):
+        raise OSError("metrics file not writable")
+
+    cache = UserCache(store, maxsize=100, ttl=60, on_lookup=broken_metrics)
+    cache._connect()  # noqa: SLF001 - no background thread: the request path reads every message
+    try:
+        writer.set_user_features("u1", {"a": 1.0})
+        assert cache.get_user("u1") == ({"a": 1.0}, set())
+        assert cache.get_user("u1") == ({"a": 1.0}, set()) and cache.hits == 1
+        with writer.client.pipeline(transaction=True) as pipe:  # a foreign message, then a real invalidation
+            pipe.publish("__redis__:invalidate", "not a key list")
+            pipe.hset(writer.key("user", "u1", "features"), "a", "2")
+            pipe.execute()
+        assert _eventually(lambda: cache.get_user("u1") == ({"a": 2.0}, set()), 2)
+        assert not cache._inflight and not cache._dirty  # noqa: SLF001 - nothing leaked by the failing callback
+    finally:
+        cache.stop()
+        store.close()
+        writer.close()
+
+
+def test_many_open_descriptors_do_not_break_the_health_check(private_redis):
+    """select() fails on descriptors >= 1024; the watcher must still notice a silent Redis."""
+    import resource
+    import socket as socketlib
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip("cannot open 1100 descriptors here")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    filler = [socketlib.socket() for _ in range(1100)]
+    store = RedisFeatureStore.from_url(private_redis.url, prefix="t:")
+    admin = redis.Redis.from_url(private_redis.url)
+    cache = UserCache(store, maxsize=100, ttl=60, ping_interval=0.1, retry_interval=0.1).start()
+    try:
+        assert cache.wait_live(5)
+        assert cache._sock.fileno() >= 1024  # noqa: SLF001 - the case under test
+        admin.execute_command("CLIENT", "PAUSE", 1500, "ALL")
+        assert _eventually(lambda: not cache.live, 1.2), "a silent connection kept the cache on"
+        assert _eventually(lambda: cache.live, 5)
+    finally:
+        cache.stop()
+        store.close()
+        admin.close()
+        for f in filler:
+            f.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

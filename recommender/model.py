@@ -429,7 +429,8 @@ class LFMRecommender(LightFM):
 
     def _score_prepared(self, user_vec, user_bias, prepared: PreparedItems, strategy: str,
                         ignored: Counter, query: np.ndarray | None = None) -> Scored:
-        """Score every known item plus prepared items: two matrix-vector products, no per-item loop."""
+        """Score every known item plus prepared items: one matrix-vector product (two or three without
+        ``stacked``), no per-item loop."""
         ignored.update(prepared.ignored_features)
         if user_vec is None:
             # _top ranks a fresh concatenation of the two, so extra_baseline itself is never written

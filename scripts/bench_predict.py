@@ -41,7 +41,7 @@ import pandas as pd  # noqa: E402
 from lightfm import LightFM  # noqa: E402
 
 from recommender.model import LFMRecommender  # noqa: E402
-from scripts.benchlib import print_table, report_paths  # noqa: E402
+from scripts.benchlib import print_table, report_paths, save_figure  # noqa: E402
 
 TOP_N = 10
 LARGE = 100_000  # sizes from here on are held to the 1M-item target
@@ -441,11 +441,7 @@ def plot(path: Path, runs: list[SizeRun], info: dict, k: int) -> None:
                  fontsize=12)
     ax.grid(axis="y", which="both", alpha=0.3, zorder=0)
     ax.legend(loc="upper left", fontsize=8.5, framealpha=0.95)
-    fig.text(0.01, 0.01, f"{info['cpu']}, nproc {info['nproc']}, numpy {info['numpy']}, BLAS {info['blas']}",
-             fontsize=7.5, color="#555")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save_figure(fig, path, f"{info['cpu']}, nproc {info['nproc']}, numpy {info['numpy']}, BLAS {info['blas']}")
 
 
 def main(argv: list[str] | None = None) -> int:

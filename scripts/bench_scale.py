@@ -43,7 +43,7 @@ from dataclasses import dataclass, field  # noqa: E402
 import numpy as np  # noqa: E402
 
 from recommender.ann import AnnIndex  # noqa: E402
-from scripts.benchlib import print_table, report_paths, wait_for_quiet  # noqa: E402
+from scripts.benchlib import print_table, report_paths, save_figure, wait_for_quiet  # noqa: E402
 from recommender.model import LFMRecommender  # noqa: E402
 from scripts.bench_predict import (  # noqa: E402
     LARGE, TOP_N, bare_topn, fmt_us, human_size, machine_info, measure, parse_size, synthetic_frames,
@@ -364,7 +364,6 @@ def plot(path: Path, runs: list[ScaleRun], info: dict, args) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     sizes = np.array([r.size for r in runs], dtype=float)
     colors = {"exact": "#1f77b4", "bare": "#2ca02c", "ann": "#d62728"}
@@ -379,19 +378,8 @@ def plot(path: Path, runs: list[ScaleRun], info: dict, args) -> None:
                     xytext=(0, 8), ha="center", fontsize=8, color=colors["ann"])
     ax.axhline(P99_TARGET_MS, color="black", ls=":", lw=1)
     ax.text(sizes[-1], P99_TARGET_MS * 1.12, f"p99 target {P99_TARGET_MS:g} ms", fontsize=8, ha="right")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("items in the catalogue")
-    ax.set_ylabel("time per top-10 call, ms")
-    ax.set_title(f"Top-10 latency (ANN: faiss HNSW m={args.m}, ef_search={args.ef_search})", fontsize=11)
-    ax.set_xticks(sizes, [human_size(int(s)) for s in sizes])
-    ax.set_xticks([], minor=True)
-    ax.set_xlim(sizes[0] / 1.6, sizes[-1] * 1.6)
-    ax.grid(which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    _size_axes(ax, sizes, "time per top-10 call, ms",
+               f"Top-10 latency (ANN: faiss HNSW m={args.m}, ef_search={args.ef_search})")
 
     series = {
         "item matrix (nbytes)": ("item_matrix", "#1f77b4", "o-"),
@@ -406,25 +394,28 @@ def plot(path: Path, runs: list[ScaleRun], info: dict, args) -> None:
         ax2.annotate(f"build {r.build_seconds:.0f} s" if r.build_seconds >= 1 else f"build {r.build_seconds:.2f} s",
                      (r.size, r.mem["rss_index"]), textcoords="offset points", xytext=(0, 8), ha="center",
                      fontsize=8, color="#d62728")
-    ax2.set_xscale("log")
-    ax2.set_yscale("log")
-    ax2.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax2.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax2.yaxis.set_minor_formatter(NullFormatter())
-    ax2.set_xlabel("items in the catalogue")
-    ax2.set_ylabel("MiB")
-    ax2.set_title(f"Memory per process, and index build time ({args.threads} threads)", fontsize=11)
-    ax2.set_xticks(sizes, [human_size(int(s)) for s in sizes])
-    ax2.set_xticks([], minor=True)
-    ax2.set_xlim(sizes[0] / 1.6, sizes[-1] * 1.6)
-    ax2.grid(which="both", alpha=0.3)
-    ax2.legend(fontsize=8, loc="upper left")
-    fig.text(0.01, 0.01, f"{info['cpu']}, nproc {info['nproc']}, numpy {info['numpy']}, BLAS {info['blas']}, "
-             f"faiss {info.get('faiss', '?')}; load avg {args.load_start[0]:.2f} → {args.load_end[0]:.2f}",
-             fontsize=7.5, color="#555")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    _size_axes(ax2, sizes, "MiB", f"Memory per process, and index build time ({args.threads} threads)")
+    save_figure(fig, path, f"{info['cpu']}, nproc {info['nproc']}, numpy {info['numpy']}, BLAS {info['blas']}, "
+                f"faiss {info.get('faiss', '?')}; load avg {args.load_start[0]:.2f} → {args.load_end[0]:.2f}")
+
+
+def _size_axes(ax, sizes, ylabel: str, title: str) -> None:
+    """Log-log axes over catalogue sizes, ticks at the measured sizes, legend top left."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("items in the catalogue")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=11)
+    ax.set_xticks(sizes, [human_size(int(s)) for s in sizes])
+    ax.set_xticks([], minor=True)
+    ax.set_xlim(sizes[0] / 1.6, sizes[-1] * 1.6)
+    ax.grid(which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
 
 
 def main(argv: list[str] | None = None) -> int:

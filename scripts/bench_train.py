@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from recommender.model import LFMRecommender  # noqa: E402
-from scripts.benchlib import report_paths, wait_for_quiet  # noqa: E402
+from scripts.benchlib import report_paths, save_figure, wait_for_quiet  # noqa: E402
 from scripts.bench_predict import (  # noqa: E402
     FEATURES_PER_USER, N_ITEM_TAGS, N_USER_FEATURES, TAGS_PER_ITEM, human_size, machine_info, parse_size, prefixed,
 )
@@ -237,11 +237,8 @@ def plot(path: Path, runs: list[TrainRun], info: dict, args) -> None:
                  f"{args.items // 1000}K items, with features", fontsize=11)
     ax.grid(which="both", alpha=0.3)
     ax.legend(fontsize=9, loc="upper left")
-    fig.text(0.01, 0.01, f"{info['cpu']}, nproc {info['nproc']}, lightfm {info['lightfm']}; load avg "
-             f"{args.load_start[0]:.2f} → {args.load_end[0]:.2f}", fontsize=7.5, color="#555")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save_figure(fig, path, f"{info['cpu']}, nproc {info['nproc']}, lightfm {info['lightfm']}; load avg "
+                f"{args.load_start[0]:.2f} → {args.load_end[0]:.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,3 +55,13 @@ def bench_redis(tmp: Path, url: str | None):
         return None, url
     server = LocalRedis(tmp / "redis").start()
     return server, server.url
+
+
+def save_figure(fig, path, footer: str) -> None:
+    """The benchmark plots' common ending: a small grey footer (machine, versions, load), layout, PNG."""
+    import matplotlib.pyplot as plt
+
+    fig.text(0.01, 0.01, footer, fontsize=7.5, color="#555")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path, dpi=130)
+    plt.close(fig)

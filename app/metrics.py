@@ -28,6 +28,7 @@ RETRAIN_SECONDS = Histogram("reco_retrain_duration_seconds", "Duration of retrai
 
 
 _children: dict = {}
+_STARTED = "reco.started"  # WSGI environ key: when the request reached the app (perf_counter)
 
 
 def child(metric, *labels):
@@ -71,9 +72,6 @@ def init_app(app: Flask) -> None:
             rule = req.url_rule.rule if req.url_rule else "unmatched"
             child(REQUEST_LATENCY, rule, req.method, str(response.status_code)).observe(time.perf_counter() - started)
         return response
-
-
-_STARTED = "reco.started"
 
 
 def render() -> Response:

@@ -428,7 +428,7 @@ class LFMRecommender(LightFM):
                              self._baseline_from_bias(extra[:, -1]) if len(extra) else np.zeros(0), stacked)
 
     def _score_prepared(self, user_vec, user_bias, prepared: PreparedItems, strategy: str,
-                        ignored: Counter, query: np.ndarray | None = None) -> Scored:
+                        ignored: Counter, query: np.ndarray | None) -> Scored:
         """Score every known item plus prepared items: one matrix-vector product (two or three without
         ``stacked``), no per-item loop."""
         ignored.update(prepared.ignored_features)
@@ -436,8 +436,6 @@ class LFMRecommender(LightFM):
             # _top ranks a fresh concatenation of the two, so extra_baseline itself is never written
             return Scored(None, self._popularity.copy(), prepared.extra_ids, prepared.extra_baseline, strategy,
                           list(prepared.unscorable), ignored, prepared.extra_index)
-        if query is None:
-            query = _query(user_vec)
         n_known = len(self._item_matrix)
         # known and extra scores in one buffer: _top ranks it as is instead of concatenating
         if prepared.stacked is not None:  # one product (each numpy call costs more than this math)
@@ -459,14 +457,13 @@ class LFMRecommender(LightFM):
         Returns None for users served by the popularity baseline (exact and cheap already).
         """
         ignored: Counter = Counter()
-        user_vec, user_bias = self._user_vector(normalize_id(user_id), user_features, ignored)
+        user_vec, user_bias, query = self._user_vector(normalize_id(user_id), user_features, ignored)
         strategy = self._strategy(normalize_id(user_id), user_vec, use_baseline)
         if user_vec is None:
             return None
         prepared = item_features if isinstance(item_features, PreparedItems) else self.prepare_items(item_features or {})
         self._check_owner(prepared)
         ignored.update(prepared.ignored_features)
-        query = _query(user_vec)
         rows, scores = self.ann_index.query(query, k)
         known_idx, known_scores = rows, scores + user_bias
         if len(prepared.override_pos):
@@ -496,13 +493,13 @@ class LFMRecommender(LightFM):
             self._check_owner(item_features)
             if item_ids is None:
                 ignored = Counter()
-                user_vec, user_bias, query = self._user_vector(user_id, user_features, ignored, want_query=True)
+                user_vec, user_bias, query = self._user_vector(user_id, user_features, ignored)
                 strategy = self._strategy(user_id, user_vec, use_baseline)
                 return self._score_prepared(user_vec, user_bias, item_features, strategy, ignored, query)
             item_features = item_features.features
         item_features = {normalize_id(k): v for k, v in item_features.items()} if item_features else {}
         ignored: Counter = Counter()
-        user_vec, user_bias = self._user_vector(user_id, user_features, ignored)
+        user_vec, user_bias, query = self._user_vector(user_id, user_features, ignored)
         strategy = self._strategy(user_id, user_vec, use_baseline)
 
         index = self.item_space.id_index
@@ -544,7 +541,6 @@ class LFMRecommender(LightFM):
         extra_matrix = np.asarray([vec for vec in extra_vecs if vec is not None], dtype=np.float32)
 
         if user_vec is not None:
-            query = _query(user_vec)
             items_matrix = self._item_matrix if known_idx is None else self._item_matrix[known_idx]
             known_scores = items_matrix @ query + user_bias
             if overrides:
@@ -572,18 +568,16 @@ class LFMRecommender(LightFM):
         return STRATEGY_POPULAR
 
     def _user_vector(self, user_id: str, user_features: Mapping[str, float] | None,
-                     ignored: Counter, want_query: bool = False) -> tuple:
-        """The user's representation and bias; (None, 0) for an unknown user with no usable features.
-
-        With ``want_query`` also [representation, 1] (see _query), or None: cached with the
-        representation when built from features.
+                     ignored: Counter) -> tuple[np.ndarray | None, np.float32, np.ndarray | None]:
+        """(representation, bias, query) of the user; (None, 0, None) for an unknown user with no usable
+        features. ``query`` is [representation, 1] (see _query), cached with representations built from
+        features.
         """
         pos = self.user_space.id_index.get(user_id)
         if user_features is None:
             if pos is None:
-                return (None, np.float32(0), None) if want_query else (None, np.float32(0))
-            vec = self._user_repr[pos]
-            return (vec, self._user_bias[pos], _query(vec)) if want_query else (vec, self._user_bias[pos])
+                return None, np.float32(0), None
+            return self._user_repr[pos], self._user_bias[pos], _query(self._user_repr[pos])
         key = (user_id, _features_key(user_features))
         with self._cache_lock:
             hit = self._user_cache.get(key)
@@ -601,9 +595,7 @@ class LFMRecommender(LightFM):
             with self._cache_lock:
                 self._user_cache[key] = hit
         ignored.update(hit[2])
-        if want_query:
-            return hit[0], hit[1], hit[3]
-        return hit[0], hit[1]
+        return hit[0], hit[1], hit[3]
 
     def _item_rows(self, items: Sequence[tuple[str, Mapping[str, float]]], ignored: Counter) -> list:
         """[representation..., bias] for items given with features; LRU-cached per model and content."""

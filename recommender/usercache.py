@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 SEEN_SUFFIX = ":seen"
 CHANNEL = "__redis__:invalidate"
+PING = b"*1\r\n$4\r\nPING\r\n"
 
 
 class UserCache:
@@ -307,7 +308,7 @@ class UserCache:
             elif self._sock is not None and now >= last_ping + self.ping_interval:
                 last_ping = now
                 try:
-                    self._send(sock, b"*1\r\n$4\r\nPING\r\n")
+                    self._send(sock, PING)
                 except OSError as exc:
                     self._lost_locked(f"PING failed: {exc}")
         return last_ping
@@ -319,12 +320,12 @@ class UserCache:
         conn.connect()  # AUTH, SELECT, HELLO and TLS as configured for the store
         try:
             sock = conn._sock  # noqa: SLF001 - read directly from here on, with our own parser
-            sock.settimeout(self.store_timeout())
+            sock.settimeout(self._setup_timeout())
             reader = hiredis.Reader()
-            client_id = self._call(sock, reader, b"CLIENT", b"ID")
-            self._call(sock, reader, b"CLIENT", b"TRACKING", b"on", b"REDIRECT", str(client_id).encode(),
-                       b"BCAST", b"PREFIX", self._user_prefix.encode())
-            self._call(sock, reader, b"SUBSCRIBE", CHANNEL.encode())
+            client_id = _call(conn, sock, reader, "CLIENT", "ID")
+            _call(conn, sock, reader, "CLIENT", "TRACKING", "on", "REDIRECT", client_id, "BCAST",
+                  "PREFIX", self._user_prefix)
+            _call(conn, sock, reader, "SUBSCRIBE", CHANNEL)
             sock.setblocking(False)
         except BaseException:
             conn.disconnect()
@@ -340,7 +341,7 @@ class UserCache:
             self._last_heard = time.monotonic()
         log.info("user cache: tracking %s* on %s", self._user_prefix, self.store.address)
 
-    def store_timeout(self) -> float:
+    def _setup_timeout(self) -> float:
         """Socket timeout for the setup commands: the store's, at least 1 s."""
         timeout = self.store.client.connection_pool.connection_kwargs.get("socket_timeout") or 1.0
         return max(1.0, float(timeout))
@@ -358,20 +359,18 @@ class UserCache:
                 continue
             view = view[sent:]
 
-    @staticmethod
-    def _call(sock: socket.socket, reader: Any, *args: bytes) -> Any:
-        """One command and its reply on a blocking socket; RedisError on an error reply."""
-        sock.sendall(b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args))
-        while True:
-            reply = reader.gets()
-            if reply is not False:
-                break
-            data = sock.recv(1 << 16)
-            if not data:
-                raise ConnectionError("connection closed during setup")
-            reader.feed(data)
-        if isinstance(reply, hiredis.ReplyError):
-            raise RedisError(f"{args[0].decode()} {args[1].decode()}: {reply}")
-        if args[0] == b"SUBSCRIBE" and not (isinstance(reply, list) and reply[:1] == [b"subscribe"]):
-            raise RedisError(f"unexpected SUBSCRIBE reply {reply!r}")
-        return reply
+
+def _call(conn: Any, sock: socket.socket, reader: Any, *args: str | int) -> Any:
+    """One setup command (packed by redis-py) and its reply, read with our parser; RedisError on an error reply."""
+    sock.sendall(b"".join(conn.pack_command(*args)))
+    while (reply := reader.gets()) is False:
+        data = sock.recv(1 << 16)
+        if not data:
+            raise ConnectionError("connection closed during setup")
+        reader.feed(data)
+    command = " ".join(str(a) for a in args[:2])
+    if isinstance(reply, hiredis.ReplyError):
+        raise RedisError(f"{command}: {reply}")
+    if args[0] == "SUBSCRIBE" and not (isinstance(reply, list) and reply[:1] == [b"subscribe"]):
+        raise RedisError(f"unexpected SUBSCRIBE reply {reply!r}")
+    return reply

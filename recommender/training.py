@@ -18,7 +18,6 @@ import time
 import uuid
 from dataclasses import dataclass
 
-
 from .artifacts import ANN_FILE, publish_model, read_meta
 from .errors import LockedError
 from .evaluation import precision_at_k, temporal_split

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field  # noqa: E402
 import numpy as np  # noqa: E402
 
 from recommender.ann import AnnIndex  # noqa: E402
-from scripts.benchlib import print_table, report_paths, save_figure, wait_for_quiet  # noqa: E402
+from scripts.benchlib import machine_lines, print_table, report_paths, save_figure, wait_for_quiet  # noqa: E402
 from recommender.model import LFMRecommender  # noqa: E402
 from scripts.bench_predict import (  # noqa: E402
     LARGE, TOP_N, bare_topn, fmt_us, human_size, machine_info, measure, parse_size, synthetic_frames,
@@ -315,11 +315,7 @@ def write_markdown(path: Path, runs: list[ScaleRun], info: dict, args, png: Path
         f"{','.join(str(r.size) for r in runs)} --m {args.m} --ef-construction {args.ef_construction} "
         f"--ef-search {args.ef_search} --threads {args.threads}` in {args.elapsed:.0f} s.",
         "",
-        "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + ".",
-        "",
-        f"Load average (1, 5, 15 min): {' / '.join(f'{v:.2f}' for v in args.load_start)} at the start "
-        f"({'quiet' if args.quiet else 'NOT quiet: other jobs were running'}), "
-        f"{' / '.join(f'{v:.2f}' for v in args.load_end)} at the end.",
+        *machine_lines(info, args),
         "",
         "Models as in `scripts/bench_predict.py`: `LFMRecommender(indicators=\"both\", loss=\"warp\", "
         f"no_components={args.components})` (row_norm \"{LFMRecommender().row_norm}\", the model default), one "

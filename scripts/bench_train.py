@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from recommender.model import LFMRecommender  # noqa: E402
-from scripts.benchlib import report_paths, save_figure, wait_for_quiet  # noqa: E402
+from scripts.benchlib import machine_lines, report_paths, save_figure, wait_for_quiet  # noqa: E402
 from scripts.bench_predict import (  # noqa: E402
     FEATURES_PER_USER, N_ITEM_TAGS, N_USER_FEATURES, TAGS_PER_ITEM, human_size, machine_info, parse_size, prefixed,
 )
@@ -166,11 +166,7 @@ def write_markdown(path: Path, runs: list[TrainRun], info: dict, args, png: Path
         f"--repeats {args.repeats} "
         f"--users {args.users} --items {args.items}` in {args.elapsed:.0f} s.",
         "",
-        "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + ".",
-        "",
-        f"Load average (1, 5, 15 min): {' / '.join(f'{v:.2f}' for v in args.load_start)} at the start "
-        f"({'quiet' if args.quiet else 'NOT quiet: other jobs were running'}), "
-        f"{' / '.join(f'{v:.2f}' for v in args.load_end)} at the end.",
+        *machine_lines(info, args),
         "",
         f"`LFMRecommender(loss=\"warp\", no_components={args.components})` (indicators \"both\"), "
         f"`fit(..., epochs={args.epochs}, num_threads=T, callback=...)`, on distinct (user, item) pairs drawn "

@@ -65,3 +65,11 @@ def save_figure(fig, path, footer: str) -> None:
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path, dpi=130)
     plt.close(fig)
+
+
+def machine_lines(info: dict, args) -> list[str]:
+    """Report lines on the machine and the load around a run (args.load_start/load_end/quiet)."""
+    load = lambda values: " / ".join(f"{v:.2f}" for v in values)  # noqa: E731
+    return ["Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + ".", "",
+            f"Load average (1, 5, 15 min): {load(args.load_start)} at the start "
+            f"({'quiet' if args.quiet else 'NOT quiet: other jobs were running'}), {load(args.load_end)} at the end."]

@@ -12,7 +12,8 @@ def _json(schema: dict, description: str) -> dict:
 
 def _errors(*codes: int) -> dict:
     text = {400: "Invalid input", 401: "Missing or wrong admin token", 403: "Admin endpoints disabled (no token set)",
-            404: "Not found", 413: "Body too large", 503: "Redis or the model is unavailable; retry later"}
+            404: "Not found", 413: "Body too large",
+            422: "Idempotency-Key already used for different records", 503: "Redis or the model is unavailable; retry later"}
     return {str(c): _json(ERROR, text[c]) for c in codes}
 
 
@@ -77,10 +78,17 @@ def openapi_document() -> dict:
                 "responses": {"200": _json({"type": "object"}, "Written"), **_errors(400, 401, 403, 413, 503)}}},
             "/interactions": {"post": {
                 "summary": "Append interactions", "security": ADMIN,
+                "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                                "description": "Repeat the same records with the same key (within "
+                                               "IDEMPOTENCY_TTL) and nothing is written twice",
+                                "schema": {"type": "string", "minLength": 1, "maxLength": 255,
+                                           "pattern": "^[!-~]+$"}}],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
                     {"$ref": "#/components/schemas/Interaction"},
                     {"type": "array", "items": {"$ref": "#/components/schemas/Interaction"}, "minItems": 1}]}}}},
-                "responses": {"200": _json({"type": "object"}, "Written"), **_errors(400, 401, 403, 413, 503)}}},
+                "responses": {"200": _json({"type": "object", "required": ["written", "replayed"], "properties": {
+                    "written": {"type": "integer"}, "replayed": {"type": "boolean"}}}, "Written (or replayed)"),
+                              **_errors(400, 401, 403, 413, 422, 503)}}},
             "/retrain": {"post": {
                 "summary": "Queue a retrain job", "security": ADMIN,
                 "requestBody": {"required": False, "content": {"application/json": {"schema": {

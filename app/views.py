@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 
 from recommender.errors import StoreUnavailableError
 from recommender.features import MAX_ID_LENGTH
+from recommender.store import IdempotencyConflictError, check_idempotency_key
 from recommender.training import get_job, submit_job
 
 from . import metrics
@@ -139,7 +140,8 @@ def put_item_features(item_id: str):
 
 @api.post("/interactions")
 def post_interactions():
-    """Append interactions to the training log and the users' seen sets (admin)."""
+    """Append interactions to the training log and the users' seen sets (admin), exactly once per
+    Idempotency-Key: a retry with the same key and records is answered from the first write."""
     svc = services()
     require_admin(svc.settings.admin_token)
     body = _json_body()
@@ -153,11 +155,22 @@ def post_interactions():
         for name in ("user_id", "item_id"):
             if not isinstance(r.get(name), (str, int)) or isinstance(r.get(name), bool):
                 raise ApiError(400, "invalid_body", f"every interaction needs a string {name}")
+    key = request.headers.get("Idempotency-Key")
+    if key is not None:
+        try:
+            check_idempotency_key(key)
+        except ValueError as exc:
+            raise ApiError(400, "invalid_header", f"Idempotency-Key: {exc}") from None
     try:
-        written = svc.store.add_interactions(records)
+        result = svc.store.add_interactions_once(records, idempotency_key=key, ttl=svc.settings.idempotency_ttl)
+    except IdempotencyConflictError as exc:
+        raise ApiError(422, "idempotency_key_reused", str(exc)) from None
     except ValueError as exc:
         raise ApiError(400, "invalid_body", str(exc)) from None
-    return jsonify({"written": written})
+    response = jsonify({"written": result.written, "replayed": result.replayed})
+    if result.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 @api.post("/retrain")

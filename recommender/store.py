@@ -23,11 +23,13 @@ surface as :class:`~recommender.errors.StoreUnavailableError`.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import math
 import os
 import threading
 import time
+import uuid
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
@@ -51,19 +53,42 @@ XRANGE_CHUNK = 10_000  # stream entries per XRANGE call in snapshot()
 SCAN_CHUNK = 1_000  # keys per SCAN call and per pipelined HGETALL batch in snapshot()
 _GLOB_SPECIAL = "\\*?[]"
 
-# Bulk interaction loads append a whole batch with one script call: the same XADD + SADD per row as
-# add_interactions' MULTI (and just as atomic), but one command per batch instead of two per row, which
-# makes the load ~3x faster because redis-py's per-command cost dominates. KEYS[1] is the stream,
-# KEYS[i + 1] the seen set of row i (declared, not built in Lua); ARGV holds user, item, weight, ts per row.
+# Every interaction write (add_interactions, and each batch of a bulk load) is one atomic script call:
+# XADD + SADD per row, guarded by a once-only key. KEYS[1] is the stream, KEYS[2] the guard, KEYS[i + 2]
+# the seen set of row i (declared, not built in Lua); ARGV[1] is the guard's TTL in seconds, ARGV[2] a
+# fingerprint of the request, then user, item, weight, ts per row. If the guard exists the batch was
+# written before (a retry): nothing is written and the guard's "<count>:<fingerprint>" comes back.
+# One command per batch is also ~3x faster than a MULTI of two commands per row (redis-py's per-command
+# cost dominates a bulk load).
 _APPEND_INTERACTIONS_LUA = """
-for i = 1, #ARGV / 4 do
-  local b = (i - 1) * 4
+local prev = redis.call('GET', KEYS[2])
+if prev then return {0, prev} end
+local n = (#ARGV - 2) / 4
+for i = 1, n do
+  local b = 2 + (i - 1) * 4
   redis.call('XADD', KEYS[1], '*', 'user_id', ARGV[b + 1], 'item_id', ARGV[b + 2],
              'weight', ARGV[b + 3], 'timestamp', ARGV[b + 4])
-  redis.call('SADD', KEYS[i + 1], ARGV[b + 2])
+  redis.call('SADD', KEYS[i + 2], ARGV[b + 2])
 end
-return #ARGV / 4
+redis.call('SET', KEYS[2], n .. ':' .. ARGV[2], 'EX', ARGV[1])
+return {1, n}
 """
+# A call's own guard only has to outlive the client's retries of that call (well under a second).
+CALL_GUARD_TTL = 60
+MAX_IDEMPOTENCY_KEY = 255
+
+
+class IdempotencyConflictError(ValueError):
+    """An idempotency key was used before for a different batch of interactions."""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What an interaction write did: rows in the batch, and whether an earlier write of it stood instead."""
+
+    written: int
+    replayed: bool
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -266,40 +291,57 @@ class RedisFeatureStore:
             pipe.execute()
 
     @_unavailable_as_domain_error
-    def add_interactions(self, records: Iterable[Mapping]) -> int:
-        """Append interactions to the log and to the users' seen sets in one transaction.
+    def add_interactions(self, records: Iterable[Mapping], *, idempotency_key: str | None = None,
+                         ttl: int = 86_400) -> int:
+        """Append interactions to the log and to the users' seen sets in one atomic step, exactly once.
 
         Each record has ``user_id``, ``item_id``, optional ``weight`` (1.0) and ``timestamp`` (now,
-        seconds). Returns the number of records written. Delivery is at least once: a retry after a
-        timeout that hit after EXEC may append a batch twice.
+        seconds). Returns the number of records in the batch. The write carries a once-only guard, so
+        the client's own retry after a timeout that struck once Redis had written cannot append it twice;
+        see :meth:`add_interactions_once` for retries across calls.
 
         Raises
         ------
         ValueError
             Any record is invalid (nothing is written).
+        IdempotencyConflictError
+            ``idempotency_key`` was used before for different records (nothing is written).
         StoreUnavailableError
             Redis did not answer.
         """
-        now = time.time()
-        rows = [_check_interaction(record, now, n) for n, record in enumerate(records)]
-        if not rows:
-            return 0
-        with self.client.pipeline(transaction=True) as pipe:
-            self._queue_interactions(pipe, rows)
-            pipe.execute()
-        return len(rows)
+        return self.add_interactions_once(records, idempotency_key=idempotency_key, ttl=ttl).written
 
-    def _queue_interactions(self, pipe: redis.client.Pipeline,
-                            rows: Sequence[tuple[str, str, float, int | float]]) -> None:
-        """Queue XADD per row and one SADD per user onto a pipeline."""
-        seen: dict[str, list[str]] = {}
-        for user, item, weight, ts in rows:
-            # XADD through execute_command: redis-py's xadd() argument handling costs ~10% of a bulk load
-            pipe.execute_command("XADD", self._stream_key, "*", "user_id", user, "item_id", item,
-                                 "weight", weight, "timestamp", ts)
-            seen.setdefault(user, []).append(item)
-        for user, items in seen.items():
-            pipe.sadd(self._seen_key(user), *items)
+    @_unavailable_as_domain_error
+    def add_interactions_once(self, records: Iterable[Mapping], *, idempotency_key: str | None = None,
+                              ttl: int = 86_400) -> WriteResult:
+        """:meth:`add_interactions`, also telling whether an earlier write with this key stood instead.
+
+        With ``idempotency_key`` (1 to 255 printable ASCII characters, e.g. the client's request id),
+        a repeat of the same records within ``ttl`` seconds writes nothing and returns the first write's
+        count with ``replayed=True``; the same key with different records raises IdempotencyConflictError.
+        Without one, a random key guards this call's own retries only.
+        """
+        given = [_check_interaction(record, None, n) for n, record in enumerate(records)]
+        if not given:
+            return WriteResult(0, False)
+        now = time.time()
+        rows = [(user, item, weight, now if ts is None else ts) for user, item, weight, ts in given]
+        if idempotency_key is None:
+            guard, ttl = self.key("once", "call", uuid.uuid4().hex), CALL_GUARD_TTL
+        else:
+            guard = self.key("once", "key", check_idempotency_key(idempotency_key))
+            if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
+                raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
+        fingerprint = _fingerprint(given)
+        keys = [self._stream_key, guard] + [self._seen_key(user) for user, _, _, _ in rows]
+        fresh, value = self._append_script(keys=keys, args=[ttl, fingerprint] + [v for row in rows for v in row])
+        if fresh:
+            return WriteResult(int(value), False)
+        count, _, earlier = str(value).partition(":")
+        if earlier != fingerprint:
+            raise IdempotencyConflictError(
+                f"idempotency key {idempotency_key!r} was already used for a different batch of interactions")
+        return WriteResult(int(count), True)
 
     # ------------------------------------------------------------------ request-path reads
 
@@ -513,9 +555,8 @@ class RedisFeatureStore:
         """Append interactions (user_id, item_id[, weight, timestamp]) to the log and seen sets.
 
         Weight defaults to 1.0 and timestamp to now. Each batch of ``batch`` rows is one atomic Lua
-        script call that writes exactly what :meth:`add_interactions` writes. Returns the number of rows.
-        Like :meth:`add_interactions`, delivery is at least once: a batch retried after a timeout that
-        struck once the script had run is appended twice (use a generous ``socket_timeout`` for loads).
+        script call that writes exactly what :meth:`add_interactions` writes, guarded the same way: the
+        client's retry of a batch that Redis had already written appends nothing. Returns the number of rows.
 
         Raises
         ------
@@ -530,8 +571,9 @@ class RedisFeatureStore:
         try:
             for lo in range(0, len(rows), batch):
                 part = rows[lo:lo + batch]
-                keys = [self._stream_key] + [self._seen_key(user) for user, _, _, _ in part]
-                self._append_script(keys=keys, args=[value for row in part for value in row])
+                guard = self.key("once", "call", uuid.uuid4().hex)  # this batch's own retries append it once
+                keys = [self._stream_key, guard] + [self._seen_key(user) for user, _, _, _ in part]
+                self._append_script(keys=keys, args=[CALL_GUARD_TTL, ""] + [value for row in part for value in row])
                 bar.update(len(part))
         finally:
             bar.close()
@@ -659,8 +701,8 @@ def _check_timestamp(value: object, where: str) -> int | float:
     return out
 
 
-def _check_interaction(record: Mapping, now: float, n: int) -> tuple[str, str, float, int | float]:
-    """(user, item, weight, timestamp) of one interaction record, validated."""
+def _check_interaction(record: Mapping, now: float | None, n: int) -> tuple[str, str, float, int | float | None]:
+    """(user, item, weight, timestamp) of one interaction record, validated; ``now`` when it has no timestamp."""
     where = f"interaction #{n}"
     if not isinstance(record, Mapping):
         raise ValueError(f"{where} must be a mapping with user_id and item_id, got {type(record).__name__}")
@@ -675,6 +717,21 @@ def _check_interaction(record: Mapping, now: float, n: int) -> tuple[str, str, f
         raise ValueError(f"{where}: weight must be a finite number, got {record.get('weight')!r}") from None
     ts = record.get("timestamp")
     return user, item, weight, now if ts is None else _check_timestamp(ts, where)
+
+
+def check_idempotency_key(key: object) -> str:
+    """The key itself if it is 1 to 255 printable ASCII characters (no spaces), else ValueError."""
+    if (not isinstance(key, str) or not 0 < len(key) <= MAX_IDEMPOTENCY_KEY
+            or not all("!" <= c <= "~" for c in key)):
+        shown = key[:50] if isinstance(key, str) else key
+        raise ValueError(f"an idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters "
+                         f"without spaces, got {shown!r}")
+    return key
+
+
+def _fingerprint(rows: Sequence[tuple]) -> str:
+    """A digest of validated (user, item, weight, timestamp or None) rows: what a retry must repeat."""
+    return hashlib.sha256(repr(list(rows)).encode()).hexdigest()[:32]
 
 
 def _check_batch(batch: int) -> None:

@@ -204,6 +204,28 @@ def test_interactions_post_updates_seen(env, world):
     assert "i299" not in {i["item_id"] for i in get(env, f"/recommend/{user}?n=100").json()["items"]}
 
 
+def test_interactions_with_an_idempotency_key_are_written_once(env, world):
+    user = known_user(world)
+    stream = env.store.key("interactions")
+    body = [{"user_id": user, "item_id": "i298"}, {"user_id": user, "item_id": "i297", "weight": 3}]
+    headers = dict(AUTH, **{"Idempotency-Key": f"e2e-{user}-1"})
+    before = env.store.client.xlen(stream)
+    first = requests.post(env.base + "/interactions", headers=headers, json=body, timeout=5)
+    assert first.status_code == 200 and first.json() == {"written": 2, "replayed": False}
+    assert "Idempotent-Replayed" not in first.headers
+    retry = requests.post(env.base + "/interactions", headers=headers, json=body, timeout=5)
+    assert retry.status_code == 200 and retry.json() == {"written": 2, "replayed": True}
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert env.store.client.xlen(stream) == before + 2
+    reused = requests.post(env.base + "/interactions", headers=headers, json=body[:1], timeout=5)
+    assert reused.status_code == 422 and reused.json()["error"]["code"] == "idempotency_key_reused"
+    for bad in ("has space", "x" * 256):
+        r = requests.post(env.base + "/interactions", json=body, timeout=5,
+                          headers=dict(AUTH, **{"Idempotency-Key": bad}))
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_header", r.text
+    assert env.store.client.xlen(stream) == before + 2
+
+
 def test_health_ready_model_metrics_openapi(env):
     assert get(env, "/health").json() == {"status": "ok"}
     ready = get(env, "/ready")

@@ -68,8 +68,11 @@ def test_key_layout_follows_the_design_table(store):
     store.add_interactions([{"user_id": "u1", "item_id": "i1", "weight": 2.0, "timestamp": 100}])
     p = store.prefix
     assert store.key("user", "u1", "features") == f"{p}user:u1:features"
-    assert keys_of(store) == sorted([f"{p}user:u1:features", f"{p}users", f"{p}item:i1:features", f"{p}items",
-                                     f"{p}items:changed", f"{p}user:u1:seen", f"{p}interactions"])
+    guards = [k for k in keys_of(store) if k.startswith(f"{p}once:call:")]  # add_interactions' retry guard
+    assert len(guards) == 1 and 0 < store.client.ttl(guards[0]) <= 60
+    assert sorted(set(keys_of(store)) - set(guards)) == sorted([
+        f"{p}user:u1:features", f"{p}users", f"{p}item:i1:features", f"{p}items", f"{p}items:changed",
+        f"{p}user:u1:seen", f"{p}interactions"])
     assert store.client.hgetall(f"{p}user:u1:features") == {"age:25-34": "1.0"}
     assert store.client.type(f"{p}interactions") == "stream"
 
@@ -577,3 +580,147 @@ def test_store_recovers_when_redis_comes_back(tmp_path):
         assert s.get_user("u1")[0] == {"b": 2.0}
     finally:
         server.stop()
+
+
+# ---------------------------------------------------------------------- exactly-once interaction writes
+
+
+class ReplyDroppingProxy:
+    """A TCP proxy to Redis that, once armed, lets the next matching command run on the server but closes
+    the client's connection instead of relaying the reply: the "timeout after Redis wrote" case."""
+
+    def __init__(self, host: str, port: int, match: bytes):
+        self.target, self.match = (host, port), match
+        self.armed = threading.Event()
+        self.dropped = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            pending = threading.Event()  # this connection sent the matching command
+            threading.Thread(target=self._up, args=(client, server, pending), daemon=True).start()
+            threading.Thread(target=self._down, args=(server, client, pending), daemon=True).start()
+
+    def _up(self, client, server, pending) -> None:
+        try:
+            while data := client.recv(65536):
+                if self.armed.is_set() and self.match in data:
+                    pending.set()
+                server.sendall(data)
+        except OSError:
+            pass
+
+    def _down(self, server, client, pending) -> None:
+        try:
+            while data := server.recv(65536):
+                if pending.is_set() and not data.startswith(b"-"):  # an error reply (NOSCRIPT) goes through
+                    self.armed.clear()
+                    self.dropped += 1
+                    client.close()
+                    server.close()
+                    return
+                client.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def dropping_store(redis_url, key_prefix):
+    """A store whose connections go through a ReplyDroppingProxy armed for the write script."""
+    target = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
+    proxy = ReplyDroppingProxy(target.get("host", "localhost"), target.get("port", 6379), b"EVALSHA")
+    db = target.get("db", 0)
+    s = RedisFeatureStore.from_url(f"redis://127.0.0.1:{proxy.port}/{db}", key_prefix, socket_timeout=5)
+    yield s, proxy
+    s.close()
+    proxy.close()
+
+
+def stream_length(store: RedisFeatureStore) -> int:
+    return store.client.xlen(store.key("interactions"))
+
+
+BATCH = [{"user_id": "u1", "item_id": "i1", "weight": 2}, {"user_id": "u2", "item_id": "i2"}]
+
+
+def test_a_retry_after_the_reply_was_lost_does_not_append_twice(dropping_store):
+    store, proxy = dropping_store
+    store.add_interactions([{"user_id": "u0", "item_id": "i0"}])  # the script is loaded; nothing dropped
+    assert proxy.dropped == 0 and stream_length(store) == 1
+    proxy.armed.set()
+    assert store.add_interactions(BATCH) == 2  # the reply never came: redis-py retried on a new connection
+    assert proxy.dropped == 1
+    assert stream_length(store) == 3
+    assert store.get_user("u1")[1] == {"i1"}
+
+
+def test_a_bulk_load_batch_retried_after_a_lost_reply_is_appended_once(dropping_store):
+    store, proxy = dropping_store
+    proxy.armed.set()
+    frame = pd.DataFrame({"user_id": [f"u{k}" for k in range(10)], "item_id": [f"i{k}" for k in range(10)]})
+    assert store.bulk_load_interactions(frame, batch=4) == 10
+    assert proxy.dropped == 1
+    assert stream_length(store) == 10
+    assert sorted(store.snapshot().interactions["user_id"]) == sorted(frame["user_id"])
+
+
+def test_the_same_idempotency_key_writes_once_and_replays_the_count(store):
+    first = store.add_interactions_once(BATCH, idempotency_key="req-1")
+    assert (first.written, first.replayed) == (2, False)
+    # a client retry: same records, no timestamps (stamped by the server, so they differ), 2 == 2.0
+    again = store.add_interactions_once([dict(BATCH[0], weight=2.0), BATCH[1]], idempotency_key="req-1")
+    assert (again.written, again.replayed) == (2, True)
+    assert stream_length(store) == 2
+    other = store.add_interactions_once(BATCH, idempotency_key="req-2")  # another key is another write
+    assert (other.written, other.replayed) == (2, False)
+    assert stream_length(store) == 4
+    guard = store.key("once", "key", "req-1")
+    assert 86_000 < store.client.ttl(guard) <= 86_400
+
+
+@pytest.mark.parametrize("changed", [
+    [BATCH[0]],  # fewer records
+    [BATCH[0], dict(BATCH[1], item_id="i3")],  # another item
+    [BATCH[0], dict(BATCH[1], weight=0.5)],  # another weight
+    [BATCH[0], dict(BATCH[1], timestamp=5)],  # an explicit timestamp where there was none
+    [BATCH[1], BATCH[0]],  # another order
+])
+def test_reusing_a_key_for_other_records_is_refused_and_writes_nothing(store, changed):
+    store.add_interactions_once(BATCH, idempotency_key="req-1")
+    before = keys_of(store), stream_length(store), store.get_user("u2")
+    with pytest.raises(store_module.IdempotencyConflictError, match="req-1"):
+        store.add_interactions_once(changed, idempotency_key="req-1")
+    assert (keys_of(store), stream_length(store), store.get_user("u2")) == before
+
+
+def test_an_expired_key_writes_again(store):
+    store.add_interactions_once(BATCH, idempotency_key="short", ttl=1)
+    time.sleep(1.2)
+    assert not store.add_interactions_once(BATCH, idempotency_key="short", ttl=1).replayed
+    assert stream_length(store) == 4
+
+
+@pytest.mark.parametrize("key", ["", " ", "a b", "caf\u00e9", "tab\there", "x" * 256, 5, None.__class__])
+def test_invalid_idempotency_keys_raise_and_write_nothing(store, key):
+    with pytest.raises(ValueError, match="idempotency key"):
+        store.add_interactions_once(BATCH, idempotency_key=key)
+    assert keys_of(store) == []
+
+
+def test_a_call_without_a_key_guards_only_its_own_retries(store):
+    store.add_interactions(BATCH)
+    store.add_interactions(BATCH)  # two calls are two writes
+    assert stream_length(store) == 4
+    guards = [k for k in keys_of(store) if k.startswith(store.key("once", "call", ""))]
+    assert len(guards) == 2
+    assert all(0 < store.client.ttl(k) <= store_module.CALL_GUARD_TTL for k in guards)

@@ -15,7 +15,11 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", os.environ.get("WORKERS", "2")))
-threads = int(os.environ.get("THREADS", "4"))
+# Two threads per worker: the request path is CPU-bound and shares one GIL per process, so more threads
+# only queue behind it. bench_http, 16 connections, 6 runs each (2026-11-22, docs/BENCHMARKS.md): same throughput
+# (median 3,596 vs 3,632 req/s), p99 10.9 vs 12.3 ms for 2 vs 4 threads; 2 threads still let one request
+# wait on Redis while the other computes. Raise it if your Redis is far away (each miss waits a round trip).
+threads = int(os.environ.get("THREADS", "2"))
 worker_class = "gthread" if threads > 1 else "sync"
 preload_app = False
 # One listening socket per worker (SO_REUSEPORT): the kernel spreads new connections over the workers by

@@ -88,7 +88,7 @@ def main() -> int:
     p.add_argument("--connections", default="1,16,64")
     p.add_argument("--bounds", action="store_true", help="also serve scripts/bound_app.py (16 conns)")
     p.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "2")))
-    p.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", "4")))
+    p.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", "2")))
     p.add_argument("--redis-url", default=None, help="use this Redis (keys under a random bench: prefix)")
     p.add_argument("--out", default="docs/bench_http")
     args = p.parse_args()

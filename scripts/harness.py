@@ -18,7 +18,7 @@ from recommender.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def env_for(settings: Settings, port: int, workers: int = 2, threads: int = 4) -> dict:
+def env_for(settings: Settings, port: int, workers: int = 2, threads: int = 2) -> dict:
     """The environment a gunicorn run of these settings needs."""
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     for name, var in Settings.ENV.items():
@@ -52,7 +52,7 @@ class Service:
         return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
 
 
-def start_gunicorn(settings: Settings, log_dir: Path, workers: int = 2, threads: int = 4,
+def start_gunicorn(settings: Settings, log_dir: Path, workers: int = 2, threads: int = 2,
                    wait_ready: bool = True, app_spec: str | None = None, ready_path: str | None = None,
                    port: int | None = None) -> Service:
     """Start gunicorn with the project's config (optionally another WSGI app) and wait until it is ready."""

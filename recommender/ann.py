@@ -28,7 +28,7 @@ import os
 
 import numpy as np
 
-__all__ = ["AnnIndex", "faiss_available"]
+__all__ = ["AnnIndex", "faiss_available", "serving_recall", "tune_ef_search"]
 
 
 def _faiss():
@@ -144,6 +144,56 @@ class AnnIndex:
         if index.d != dim:
             raise ValueError(f"{path} has dim {index.d}, expected {dim}")
         return cls(index, ef_search)
+
+
+def exact_thresholds(matrix: np.ndarray, queries: np.ndarray, n: int) -> np.ndarray:
+    """The n-th best exact score of each query over the rows of ``matrix`` (one product per query)."""
+    n = min(n, len(matrix))
+    out = np.empty(len(queries), dtype=np.float32)
+    for i, query in enumerate(np.asarray(queries, dtype=np.float32)):
+        scores = matrix @ query
+        out[i] = np.partition(scores, len(scores) - n)[len(scores) - n]
+    return out
+
+
+def serving_recall(index: AnnIndex, queries: np.ndarray, thresholds: np.ndarray, n: int = 10,
+                   slack: int = 10) -> float:
+    """Recall@n of the index as ``recommend(approximate=True)`` uses it, mean over ``queries``.
+
+    The index returns its best ``n + slack`` rows with exact scores; their top ``n`` is compared with the
+    exact top ``n`` (``thresholds`` from :func:`exact_thresholds`): a returned row counts when its score
+    reaches the exact n-th best score, so ties there never count as misses.
+    """
+    hits = 0
+    n_eff = min(n, index.n)
+    for query, kth in zip(np.asarray(queries, dtype=np.float32), thresholds):
+        _, scores = index.query(query, n_eff + slack)
+        top = np.sort(scores)[::-1][:n_eff]
+        hits += int(np.count_nonzero(top >= kth - 1e-5 * max(1.0, abs(float(kth)))))
+    return hits / (n_eff * len(queries)) if len(queries) and n_eff else 1.0
+
+
+def tune_ef_search(index: AnnIndex, matrix: np.ndarray, queries: np.ndarray, *, target: float, start: int,
+                   limit: int = 2048, n: int = 10, min_gain: float = 0.005) -> tuple[int, float, list[tuple[int, float]]]:
+    """The smallest search breadth in start, 2 start, 4 start, ... <= ``limit`` whose serving recall@n
+    reaches ``target``: (ef_search, its recall, every (ef, recall) tried).
+
+    When the target is out of reach it stops at ``limit``, or earlier where doubling the breadth gained
+    less than ``min_gain`` recall, and returns the narrower of those two breadths (same recall, half the
+    query time). Leaves ``index.ef_search`` at the returned value. Costs one exact scoring per query, once.
+    """
+    thresholds = exact_thresholds(matrix, queries, n)
+    ef, curve = min(_positive("start", start), limit), []
+    while True:
+        index.ef_search = ef
+        recall = serving_recall(index, queries, thresholds, n)
+        curve.append((ef, recall))
+        if recall >= target or ef >= limit:
+            return ef, recall, curve
+        if len(curve) > 1 and recall - curve[-2][1] < min_gain:  # a plateau below the target
+            index.ef_search = curve[-2][0]
+            return curve[-2][0], curve[-2][1], curve
+        ef = min(ef * 2, limit)
 
 
 def _positive(name: str, value) -> int:

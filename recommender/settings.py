@@ -52,7 +52,8 @@ class Settings:
     item_cache_size: int = 100_000
     ann_index: bool = False  # build an approximate top-k index (faiss HNSW) with each model ...
     ann_min_items: int = 200_000  # ... when it has at least this many items (exact is fast enough below)
-    ann_ef_search: int = 256  # search breadth: recall vs latency (docs/bench_scale.md: 0.96 of top-10 in exact top-100 at 1M)
+    ann_ef_search: int = 64  # starting search breadth; the trainer widens it until ANN_TARGET_RECALL is measured
+    ann_target_recall: float = 0.9  # serving recall@10 vs exact, measured on 200 users at publish; 0 = keep ANN_EF_SEARCH
 
     ENV = {
         "redis_url": "REDIS_URL", "redis_prefix": "REDIS_PREFIX", "redis_timeout": "REDIS_TIMEOUT",
@@ -67,6 +68,7 @@ class Settings:
         "eval_tolerance": "EVAL_TOLERANCE", "retrain_lock_ttl": "RETRAIN_LOCK_TTL",
         "item_cache_size": "ITEM_CACHE_SIZE", "ann_index": "ANN_INDEX", "ann_min_items": "ANN_MIN_ITEMS",
         "ann_ef_search": "ANN_EF_SEARCH",
+        "ann_target_recall": "ANN_TARGET_RECALL",
     }
 
     @classmethod
@@ -108,6 +110,8 @@ class Settings:
             problems.append(f"ROW_NORM must be one of {ROW_NORMS}")
         if self.no_components < 1 or self.epochs < 1 or self.train_threads < 1:
             problems.append("NO_COMPONENTS, EPOCHS and TRAIN_THREADS must be >= 1")
+        if not 0 <= self.ann_target_recall <= 1 or self.ann_ef_search < 1:
+            problems.append("ANN_TARGET_RECALL must be in [0, 1] and ANN_EF_SEARCH >= 1")
         if self.retrain_lock_ttl < 10:
             problems.append("RETRAIN_LOCK_TTL must be >= 10 seconds")
         if self.admin_token is not None and 0 < len(self.admin_token) < 16:

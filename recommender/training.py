@@ -18,6 +18,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
+import numpy as np
+
 from .artifacts import ANN_FILE, publish_model, read_meta
 from .errors import LockedError
 from .evaluation import precision_at_k, temporal_split
@@ -206,14 +208,46 @@ class Trainer:
             built = time.monotonic()
             index = AnnIndex.build(final._item_matrix, ef_search=s.ann_ef_search, threads=s.train_threads)
             metrics["ann_build_seconds"] = round(time.monotonic() - built, 2)
+            metrics.update(self._tune_index(final, index, token, job_id))
             extra_files[ANN_FILE] = index.save
         version = publish_model(final, s.model_dir, extra={
             "metrics": metrics, "trained_at": time.time(), "data_snapshot_at": taken_at,
-            "n_users": final.n_users, "n_items": final.n_items, "ann_ef_search": s.ann_ef_search},
+            "n_users": final.n_users, "n_items": final.n_items,
+            "ann_ef_search": metrics.get("ann_ef_search", s.ann_ef_search)},
             extra_files=extra_files)
         announce_version(self.store, version)
         log.info("published model %s (%s): %s", version, decision, metrics)
         return TrainResult(version, True, decision, metrics)
+
+    def _tune_index(self, model: LFMRecommender, index, token: str, job_id: str | None) -> dict:
+        """Measure the index's serving recall@10 against exact scoring on up to 200 known users and widen
+        its search (doubling ef_search up to 2048, see ann.tune_ef_search) until ANN_TARGET_RECALL is
+        reached; the figures go into the model's metrics. The index is published either way (with a
+        warning when the target is out of reach): exact scoring stays one setting away (ANN_INDEX=false).
+        """
+        from .ann import exact_thresholds, serving_recall, tune_ef_search
+
+        s = self.settings
+        self._heartbeat(token, job_id, "measuring the approximate index's recall")
+        rng = np.random.default_rng(0)
+        users = rng.choice(model.n_users, size=min(200, model.n_users), replace=False)
+        queries = np.hstack([model._user_repr[users], np.ones((len(users), 1), dtype=np.float32)])
+        started = time.monotonic()
+        if s.ann_target_recall > 0:
+            ef, recall, curve = tune_ef_search(index, model._item_matrix, queries, target=s.ann_target_recall,
+                                               start=s.ann_ef_search)
+        else:
+            ef, curve = s.ann_ef_search, []
+            recall = serving_recall(index, queries, exact_thresholds(model._item_matrix, queries, 10))
+        out = {"ann_ef_search": ef, "ann_recall_at_10": round(recall, 4), "ann_recall_users": int(len(users)),
+               "ann_recall_curve": [[e, round(r, 4)] for e, r in curve],
+               "ann_tune_seconds": round(time.monotonic() - started, 2)}
+        if recall < s.ann_target_recall:
+            log.warning("approximate index: recall@10 %.3f at ef_search %d is below ANN_TARGET_RECALL %.2f; "
+                        "published anyway (set ANN_INDEX=false for exact answers)", recall, ef, s.ann_target_recall)
+        else:
+            log.info("approximate index: recall@10 %.3f at ef_search %d", recall, ef)
+        return out
 
     def _serving_metrics(self) -> float | None:
         """precision@k recorded when the serving model was published (evaluated on its own held-out slice)."""

@@ -101,3 +101,56 @@ def test_k_larger_than_n_and_edge_cases():
     assert empty.n == 0 and empty.query(q, 10)[0].shape == (0,)
     with pytest.raises(ValueError):
         AnnIndex.build(np.full((3, 5), np.nan, np.float32))
+
+
+def reference_serving_recall(index, matrix, queries, n=K, slack=10):
+    """Recall@n the way recommend(approximate=True) uses the index, computed with plain sorting:
+    the index's best n + slack rows, re-ranked by exact score; a hit is a row whose exact score is
+    at least the exact n-th best (ties are not misses)."""
+    hits = 0
+    for q in queries:
+        scores = matrix @ q
+        kth = np.sort(scores)[-n]
+        rows, _ = index.query(q, n + slack)
+        mine = sorted(rows.tolist(), key=lambda r: -scores[r])[:n]
+        hits += sum(scores[r] >= kth - 1e-5 for r in mine)
+    return hits / (n * len(queries))
+
+
+def test_tuning_widens_the_search_until_the_measured_recall_reaches_the_target(data):
+    from recommender.ann import tune_ef_search
+
+    matrix, queries = data
+    index = AnnIndex.build(matrix, m=8, ef_construction=40)  # a sparse graph: recall ~0.46 at ef 20, ~0.9 at 160
+    ef, recall, curve = tune_ef_search(index, matrix, queries[:100], target=0.85, start=20, limit=640)
+    assert index.ef_search == ef and curve[-1] == (ef, recall)
+    assert [e for e, _ in curve] == [20 * 2 ** i for i in range(len(curve))]  # doubling from the start
+    assert len(curve) >= 3 and curve[0][1] < 0.85 <= recall  # it had to widen, and reached the target
+    assert all(r < 0.85 for _, r in curve[:-1])  # the first breadth that reaches it, not a wider one
+    index.ef_search = ef
+    assert recall == pytest.approx(reference_serving_recall(index, matrix, queries[:100]), abs=1e-9)
+    index.ef_search = curve[0][0]
+    assert curve[0][1] == pytest.approx(reference_serving_recall(index, matrix, queries[:100]), abs=1e-9)
+
+
+def test_tuning_stops_at_the_limit_when_the_target_is_out_of_reach(data):
+    from recommender.ann import tune_ef_search
+
+    matrix, queries = data
+    index = AnnIndex.build(matrix, m=4, ef_construction=16)
+    ef, recall, curve = tune_ef_search(index, matrix, queries[:50], target=1.0, start=30, limit=100)
+    assert [e for e, _ in curve] == [30, 60, 100] and ef == 100 and index.ef_search == 100
+    assert recall < 1.0
+
+
+def test_tuning_stops_on_a_plateau_below_the_target_at_the_narrower_breadth(data):
+    from recommender.ann import tune_ef_search
+
+    matrix, queries = data
+    index = AnnIndex.build(matrix, ef_search=64)  # recall ~0.94 at 64, ~0.99 at 128, then flat
+    ef, recall, curve = tune_ef_search(index, matrix, queries[:100], target=1.0, start=64, limit=4096,
+                                       min_gain=0.02)
+    gains = [b[1] - a[1] for a, b in zip(curve, curve[1:])]
+    assert all(g >= 0.02 for g in gains[:-1]) and gains[-1] < 0.02  # it stopped at the first small gain
+    assert curve[-1][0] < 4096 and (ef, recall) == curve[-2] and index.ef_search == ef
+    assert recall < 1.0

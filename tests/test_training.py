@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from recommender.artifacts import publish_model
+from recommender.artifacts import publish_model, read_meta
 from recommender.errors import LockedError
 from recommender.model import LFMRecommender
 from recommender.serving import ModelHolder, ModelWatcher, announce_version, current_version
@@ -157,7 +157,10 @@ def test_trainer_publishes_a_checksummed_ann_index_when_asked(setup):
     version = Trainer(store, settings).train_and_publish(force=True).version
     model = LFMRecommender.load(Path(settings.model_dir) / version)
     assert model.ann_index is not None and model.ann_index.n == model.n_items
-    assert model.ann_index.ef_search == 200
+    assert model.ann_index.ef_search == 200  # recall 1.0 at the first breadth: no need to widen
+    metrics = read_meta(Path(settings.model_dir) / version)["extra"]["metrics"]
+    assert metrics["ann_ef_search"] == 200 and metrics["ann_recall_curve"] == [[200, 1.0]]
+    assert metrics["ann_recall_at_10"] == 1.0 and metrics["ann_recall_users"] == min(200, model.n_users)
     user = model.uid_map.index[0]
     approx, exact = model.recommend(user, 10, approximate=True), model.recommend(user, 10)
     assert [i for i, _ in approx] == [i for i, _ in exact]
@@ -168,3 +171,13 @@ def test_trainer_publishes_a_checksummed_ann_index_when_asked(setup):
 
     with pytest.raises(ArtifactError, match="checksum"):
         LFMRecommender.load(Path(settings.model_dir) / version)
+
+
+def test_without_a_recall_target_the_index_keeps_its_breadth_and_reports_its_recall(setup):
+    store, settings = setup
+    settings = settings.with_(ann_index=True, ann_min_items=1, ann_ef_search=7, ann_target_recall=0.0)
+    version = Trainer(store, settings).train_and_publish(force=True).version
+    model = LFMRecommender.load(Path(settings.model_dir) / version)
+    metrics = read_meta(Path(settings.model_dir) / version)["extra"]["metrics"]
+    assert model.ann_index.ef_search == 7 and metrics["ann_ef_search"] == 7 and metrics["ann_recall_curve"] == []
+    assert 0.0 < metrics["ann_recall_at_10"] <= 1.0

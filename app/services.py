@@ -40,7 +40,8 @@ class Services:
         # multiply the timeout (measured 2.3 s instead of ~0.75 s); the call's retries reconnect anyway
         store = RedisFeatureStore.from_url(settings.redis_url, prefix=settings.redis_prefix,
                                            socket_timeout=settings.redis_timeout,
-                                           connect_timeout=settings.redis_timeout, health_check_interval=0)
+                                           connect_timeout=settings.redis_timeout, health_check_interval=0,
+                                           max_interactions=settings.max_interactions)
         users: RedisFeatureStore | UserCache = store
         if settings.user_cache_size:
             users = UserCache(store, settings.user_cache_size, settings.user_cache_ttl,

@@ -32,6 +32,7 @@ class Settings:
     max_candidates: int = 1000  # longest accepted ?items= list
     max_body_bytes: int = 1_000_000
     max_interactions_per_request: int = 10_000
+    max_interactions: int = 0  # keep about this many newest interactions in the log (0 = all): a sliding window
     idempotency_ttl: int = 86_400  # seconds a POST /interactions Idempotency-Key is remembered (~150 B each)
     watch_interval: float = 1.0  # seconds between checks for a new model version and item changes
     user_cache_size: int = 10_000  # users per process whose records are cached (Redis-invalidated); 0 = off
@@ -60,7 +61,7 @@ class Settings:
         "model_dir": "MODEL_DIR", "admin_token": "ADMIN_TOKEN", "max_n": "MAX_N", "default_n": "DEFAULT_N",
         "max_candidates": "MAX_CANDIDATES", "max_body_bytes": "MAX_BODY_BYTES",
         "max_interactions_per_request": "MAX_INTERACTIONS_PER_REQUEST",
-        "idempotency_ttl": "IDEMPOTENCY_TTL", "watch_interval": "WATCH_INTERVAL",
+        "idempotency_ttl": "IDEMPOTENCY_TTL", "max_interactions": "MAX_INTERACTIONS", "watch_interval": "WATCH_INTERVAL",
         "user_cache_size": "USER_CACHE_SIZE", "user_cache_ttl": "USER_CACHE_TTL",
         "trainer_in_app": "TRAINER_IN_APP", "loss": "LOSS", "no_components": "NO_COMPONENTS", "epochs": "EPOCHS",
         "learning_rate": "LEARNING_RATE", "indicators": "INDICATORS", "row_norm": "ROW_NORM",
@@ -98,6 +99,8 @@ class Settings:
             problems.append("MAX_CANDIDATES must be >= 1 and MAX_BODY_BYTES >= 1024")
         if self.idempotency_ttl < 1:
             problems.append("IDEMPOTENCY_TTL must be >= 1 second")
+        if self.max_interactions < 0:
+            problems.append("MAX_INTERACTIONS must be >= 0 (0 keeps every interaction)")
         if self.redis_timeout <= 0 or self.watch_interval <= 0:
             problems.append("REDIS_TIMEOUT and WATCH_INTERVAL must be > 0")
         if self.user_cache_size < 0 or self.user_cache_ttl <= 0:

@@ -56,18 +56,25 @@ _GLOB_SPECIAL = "\\*?[]"
 # Every interaction write (add_interactions, and each batch of a bulk load) is one atomic script call:
 # XADD + SADD per row, guarded by a once-only key. KEYS[1] is the stream, KEYS[2] the guard, KEYS[i + 2]
 # the seen set of row i (declared, not built in Lua); ARGV[1] is the guard's TTL in seconds, ARGV[2] a
-# fingerprint of the request, then user, item, weight, ts per row. If the guard exists the batch was
+# fingerprint of the request, ARGV[3] the stream's length limit (0: none; else approximate, "MAXLEN ~",
+# which trims whole stream nodes and costs next to nothing), then user, item, weight, ts per row. If the guard exists the batch was
 # written before (a retry): nothing is written and the guard's "<count>:<fingerprint>" comes back.
 # One command per batch is also ~3x faster than a MULTI of two commands per row (redis-py's per-command
 # cost dominates a bulk load).
 _APPEND_INTERACTIONS_LUA = """
 local prev = redis.call('GET', KEYS[2])
 if prev then return {0, prev} end
-local n = (#ARGV - 2) / 4
+local n = (#ARGV - 3) / 4
+local limit = tonumber(ARGV[3])
 for i = 1, n do
-  local b = 2 + (i - 1) * 4
-  redis.call('XADD', KEYS[1], '*', 'user_id', ARGV[b + 1], 'item_id', ARGV[b + 2],
-             'weight', ARGV[b + 3], 'timestamp', ARGV[b + 4])
+  local b = 3 + (i - 1) * 4
+  if limit > 0 then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', limit, '*', 'user_id', ARGV[b + 1], 'item_id', ARGV[b + 2],
+               'weight', ARGV[b + 3], 'timestamp', ARGV[b + 4])
+  else
+    redis.call('XADD', KEYS[1], '*', 'user_id', ARGV[b + 1], 'item_id', ARGV[b + 2],
+               'weight', ARGV[b + 3], 'timestamp', ARGV[b + 4])
+  end
   redis.call('SADD', KEYS[i + 2], ARGV[b + 2])
 end
 redis.call('SET', KEYS[2], n .. ':' .. ARGV[2], 'EX', ARGV[1])
@@ -136,12 +143,20 @@ class RedisFeatureStore:
         components use ``store.client`` and ``store.key(...)`` for their own keys.
     prefix : str
         Prepended to every key, e.g. ``"reco:"``.
+    max_interactions : int
+        Keep about this many of the newest interactions in the log (0: all). Writes trim the stream as
+        they append (approximately: at least this many stay, plus up to one stream node of ~100
+        entries), so Redis memory and training data stay bounded; training then sees a sliding window.
+        Seen sets are not trimmed: an item a user interacted with stays excluded.
     """
 
-    def __init__(self, client: redis.Redis, prefix: str = "reco:"):
+    def __init__(self, client: redis.Redis, prefix: str = "reco:", max_interactions: int = 0):
         """Wrap a client; ValueError if the prefix is not a string or replies would be bytes."""
         if not isinstance(prefix, str):
             raise ValueError(f"prefix must be a string, got {prefix!r}")
+        if isinstance(max_interactions, bool) or not isinstance(max_interactions, int) or max_interactions < 0:
+            raise ValueError(f"max_interactions must be a non-negative integer, got {max_interactions!r}")
+        self.max_interactions = max_interactions
         kwargs = client.connection_pool.connection_kwargs
         if not kwargs.get("decode_responses"):
             # every read below expects str; bytes would silently turn ids into "b'u1'"
@@ -161,7 +176,8 @@ class RedisFeatureStore:
     @classmethod
     def from_url(cls, url: str, prefix: str = "reco:", *, socket_timeout: float = 0.5,
                  connect_timeout: float = 0.5, retries: int = 2, max_connections: int = 50,
-                 health_check_interval: float = 30, **pool_kwargs: Any) -> "RedisFeatureStore":
+                 health_check_interval: float = 30, max_interactions: int = 0,
+                 **pool_kwargs: Any) -> "RedisFeatureStore":
         """A store on one connection pool with short timeouts and a bounded exponential-backoff retry.
 
         Parameters
@@ -182,6 +198,8 @@ class RedisFeatureStore:
             answer, a call fails only after about ``(retries + 1) ** 2 * socket_timeout`` (~4.8 s with the
             defaults) instead of ``(retries + 1) * socket_timeout`` with 0; a refused connection fails
             within milliseconds either way.
+        max_interactions : int
+            Interaction log length limit (0: none); see the class.
         **pool_kwargs
             Passed to :meth:`redis.ConnectionPool.from_url`, e.g. ``protocol=2`` for a server older
             than Redis 6 (redis-py 8 speaks RESP3 by default), or ``parser_class``.
@@ -207,7 +225,7 @@ class RedisFeatureStore:
             max_connections=max_connections,
             **pool_kwargs,
         )
-        return cls(redis.Redis(connection_pool=pool), prefix)
+        return cls(redis.Redis(connection_pool=pool), prefix, max_interactions)
 
     def key(self, *parts: str) -> str:
         """The full key of ``parts``: prefix + ":".join(parts), e.g. reco:user:u1:features."""
@@ -334,7 +352,8 @@ class RedisFeatureStore:
                 raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
         fingerprint = _fingerprint(given)
         keys = [self._stream_key, guard] + [self._seen_key(user) for user, _, _, _ in rows]
-        fresh, value = self._append_script(keys=keys, args=[ttl, fingerprint] + [v for row in rows for v in row])
+        fresh, value = self._append_script(keys=keys, args=[ttl, fingerprint, self.max_interactions]
+                                           + [v for row in rows for v in row])
         if fresh:
             return WriteResult(int(value), False)
         count, _, earlier = str(value).partition(":")
@@ -573,7 +592,8 @@ class RedisFeatureStore:
                 part = rows[lo:lo + batch]
                 guard = self.key("once", "call", uuid.uuid4().hex)  # this batch's own retries append it once
                 keys = [self._stream_key, guard] + [self._seen_key(user) for user, _, _, _ in part]
-                self._append_script(keys=keys, args=[CALL_GUARD_TTL, ""] + [value for row in part for value in row])
+                self._append_script(keys=keys, args=[CALL_GUARD_TTL, "", self.max_interactions]
+                                    + [value for row in part for value in row])
                 bar.update(len(part))
         finally:
             bar.close()

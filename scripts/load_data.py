@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", default=os.environ.get("REDIS_PREFIX", "reco:"),
                         help="key prefix (default: REDIS_PREFIX or %(default)s)")
     parser.add_argument("--batch", type=int, default=5000, help="entities or rows per pipeline (default 5000)")
+    parser.add_argument("--max-interactions", type=int, default=int(os.environ.get("MAX_INTERACTIONS", "0")),
+                        help="keep about this many newest interactions in the log (default: MAX_INTERACTIONS or "
+                             "0 = all)")
     args = parser.parse_args(argv)
 
     try:
@@ -44,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     # bulk loads run long pipelines: a generous socket timeout, so a slow batch is not retried twice
-    store = RedisFeatureStore.from_url(args.redis_url, args.prefix, socket_timeout=30.0, connect_timeout=2.0)
+    store = RedisFeatureStore.from_url(args.redis_url, args.prefix, socket_timeout=30.0, connect_timeout=2.0,
+                                       max_interactions=args.max_interactions)
     print(f"loading {args.directory} into {args.redis_url} (prefix {args.prefix!r})")
     total_rows, total_time = 0, 0.0
     try:

@@ -41,6 +41,9 @@ def test_no_model_yet_is_a_503_not_a_crash(app_without_token):
     ({"ADMIN_TOKEN": "short"}, "ADMIN_TOKEN"),
     ({"EPOCHS": "many"}, "EPOCHS"),
     ({"ROW_NORM": "l2"}, "ROW_NORM"),
+    ({"MAX_INTERACTIONS": "-5"}, "MAX_INTERACTIONS"),
+    ({"IDEMPOTENCY_TTL": "0"}, "IDEMPOTENCY_TTL"),
+    ({"ANN_TARGET_RECALL": "1.5"}, "ANN_TARGET_RECALL"),
 ])
 def test_bad_settings_stop_the_start_with_a_clear_message(env, message):
     with pytest.raises(ValueError, match=message):
@@ -50,3 +53,19 @@ def test_bad_settings_stop_the_start_with_a_clear_message(env, message):
 def test_settings_from_environment():
     s = Settings.from_env({"MAX_N": "50", "TRAINER_IN_APP": "true", "ADMIN_TOKEN": "", "RANDOM_STATE": "7"})
     assert s.max_n == 50 and s.trainer_in_app is True and s.admin_token is None and s.random_state == 7
+
+
+def test_the_app_store_trims_the_interaction_log_to_max_interactions(redis_url, key_prefix, tmp_path):
+    settings = Settings.from_env({"REDIS_URL": redis_url, "REDIS_PREFIX": key_prefix, "MAX_INTERACTIONS": "120",
+                                  "MODEL_DIR": str(tmp_path), "ADMIN_TOKEN": "t" * 20})
+    app = create_app(settings)
+    try:
+        client = app.test_client()
+        for start in range(0, 1000, 100):
+            r = client.post("/interactions", headers={"Authorization": "Bearer " + "t" * 20},
+                            json=[{"user_id": "u", "item_id": f"i{k}"} for k in range(start, start + 100)])
+            assert r.status_code == 200, r.get_json()
+        store = app.extensions["reco"].store
+        assert 120 <= store.client.xlen(store.key("interactions")) <= 220
+    finally:
+        app.extensions["reco"].stop()

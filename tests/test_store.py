@@ -724,3 +724,38 @@ def test_a_call_without_a_key_guards_only_its_own_retries(store):
     guards = [k for k in keys_of(store) if k.startswith(store.key("once", "call", ""))]
     assert len(guards) == 2
     assert all(0 < store.client.ttl(k) <= store_module.CALL_GUARD_TTL for k in guards)
+
+
+# ---------------------------------------------------------------------- interaction log retention
+
+
+def test_a_length_limit_keeps_the_newest_interactions_and_every_seen_item(redis_url, key_prefix):
+    s = RedisFeatureStore.from_url(redis_url, key_prefix, max_interactions=250)
+    try:
+        for batch in range(20):  # 1,000 interactions through the request path, 50 at a time
+            s.add_interactions([{"user_id": f"u{k % 7}", "item_id": f"i{batch * 50 + k}", "timestamp": batch * 50 + k}
+                                for k in range(50)])
+        length = stream_length(s)
+        assert 250 <= length <= 250 + 100  # approximate trimming: whole stream nodes (100 entries each)
+        kept = s.snapshot().interactions
+        assert kept["timestamp"].tolist() == list(range(1000 - length, 1000))  # the newest, in order
+        assert set().union(*(s.get_user(f"u{u}")[1] for u in range(7))) == {f"i{k}" for k in range(1000)}
+        frame = pd.DataFrame({"user_id": ["b"] * 600, "item_id": [f"b{k}" for k in range(600)],
+                              "timestamp": range(1000, 1600)})
+        s.bulk_load_interactions(frame, batch=200)  # bulk loads trim too
+        assert 250 <= stream_length(s) <= 350
+        assert s.snapshot().interactions["timestamp"].iloc[-1] == 1599
+    finally:
+        s.close()
+
+
+def test_without_a_limit_nothing_is_trimmed(store):
+    for _ in range(3):
+        store.add_interactions([{"user_id": "u", "item_id": f"i{k}"} for k in range(200)])
+    assert stream_length(store) == 600
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "100"])
+def test_a_bad_length_limit_is_refused(redis_url, key_prefix, bad):
+    with pytest.raises(ValueError, match="max_interactions"):
+        RedisFeatureStore.from_url(redis_url, key_prefix, max_interactions=bad)

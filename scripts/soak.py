@@ -18,19 +18,25 @@ import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import requests
 
 
-def gunicorn_workers() -> dict[int, int]:
-    """pid -> RSS in KiB of local gunicorn processes running the project's config."""
+def gunicorn_workers(port: int | None = None) -> dict[int, int]:
+    """pid -> RSS in KiB of local gunicorn processes running the project's config (on ``port``, when
+    given: other gunicorns of the project, e.g. a test run's, are left out)."""
     found = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if port is not None:
+                env = dict(v.split(b"=", 1) for v in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in v)
+                if int(env.get(b"PORT", b"8000")) != port:  # 8000: the config's default
+                    continue
             if "gunicorn" in cmd and "gunicorn_conf" in cmd:
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                     if line.startswith("VmRSS:"):
@@ -118,7 +124,8 @@ def main() -> int:
                 next_at += args.retrain_every
             time.sleep(0.5)
 
-    rss_start = gunicorn_workers()
+    port = urlparse(args.base).port or 80
+    rss_start = gunicorn_workers(port)
     rss_samples = [(0.0, sum(rss_start.values()))]
     threads = [threading.Thread(target=recommender) for _ in range(args.clients)]
     threads += [threading.Thread(target=writer), threading.Thread(target=retrainer)]
@@ -127,14 +134,14 @@ def main() -> int:
         t.start()
     while any(t.is_alive() for t in threads):
         time.sleep(10)
-        rss_samples.append((time.monotonic() - t0, sum(gunicorn_workers().values())))
+        rss_samples.append((time.monotonic() - t0, sum(gunicorn_workers(port).values())))
         done = sum(statuses["recommend"].values())
         print(f"[soak] {time.monotonic() - t0:6.0f}s  recommend requests {done}  errors {len(errors)}  "
               f"workers RSS {rss_samples[-1][1] / 1024:.1f} MiB", flush=True)
     for t in threads:
         t.join()
     elapsed = time.monotonic() - t0
-    rss_end = gunicorn_workers()
+    rss_end = gunicorn_workers(port)
 
     lines = ["# Soak report", "", f"Ran {elapsed / 60:.1f} minutes against {args.base}: {args.clients} recommend "
              f"clients, one writer (feature PUTs + interaction POSTs), a forced retrain every "

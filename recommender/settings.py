@@ -49,6 +49,7 @@ class Settings:
     random_state: int | None = 42
     eval_k: int = 10
     eval_tolerance: float = 0.02  # publish unless precision@k drops by more than this (absolute)
+    eval_beat_baseline: bool = True  # ... and unless it falls below popularity on the same held-out data
     retrain_lock_ttl: int = 600  # seconds; a crashed trainer's lock expires after this
     item_cache_size: int = 100_000
     ann_index: bool = False  # build an approximate top-k index (faiss HNSW) with each model ...
@@ -66,7 +67,8 @@ class Settings:
         "trainer_in_app": "TRAINER_IN_APP", "loss": "LOSS", "no_components": "NO_COMPONENTS", "epochs": "EPOCHS",
         "learning_rate": "LEARNING_RATE", "indicators": "INDICATORS", "row_norm": "ROW_NORM",
         "train_threads": "TRAIN_THREADS", "random_state": "RANDOM_STATE", "eval_k": "EVAL_K",
-        "eval_tolerance": "EVAL_TOLERANCE", "retrain_lock_ttl": "RETRAIN_LOCK_TTL",
+        "eval_tolerance": "EVAL_TOLERANCE",
+        "eval_beat_baseline": "EVAL_BEAT_BASELINE", "retrain_lock_ttl": "RETRAIN_LOCK_TTL",
         "item_cache_size": "ITEM_CACHE_SIZE", "ann_index": "ANN_INDEX", "ann_min_items": "ANN_MIN_ITEMS",
         "ann_ef_search": "ANN_EF_SEARCH",
         "ann_target_recall": "ANN_TARGET_RECALL",

@@ -186,14 +186,13 @@ class Trainer:
             metrics["baseline_precision_at_k"] = precision_at_k(candidate, train, test, k, use_baseline_only=True)
             metrics["eval_users"] = int(test["user_id"].nunique())
         serving = self._serving_metrics()
-        decision = "forced" if force else "accepted"
-        if not force and serving is not None and "precision_at_k" in metrics:
-            if metrics["precision_at_k"] < serving - s.eval_tolerance:
-                decision = "rejected"
         metrics["serving_precision_at_k"] = serving
-        if decision == "rejected":
-            log.warning("new model rejected: precision@%d %.4f < serving %.4f - %.3f", k, metrics["precision_at_k"],
-                        serving, s.eval_tolerance)
+        decision = "forced" if force else "accepted"
+        reason = self._gate(metrics, serving) if not force else None
+        if reason:
+            decision = "rejected"
+            metrics["rejected_because"] = reason
+            log.warning("new model rejected: %s", reason)
             return TrainResult(None, False, decision, metrics)
         final = LFMRecommender(**s.model_params())
         final.fit(snapshot.interactions, snapshot.user_features, snapshot.item_features, epochs=s.epochs,
@@ -248,6 +247,26 @@ class Trainer:
         else:
             log.info("approximate index: recall@10 %.3f at ef_search %d", recall, ef)
         return out
+
+    def _gate(self, metrics: dict, serving: float | None) -> str | None:
+        """Why the candidate must not replace the serving model, or None to publish it.
+
+        Only with a model already serving (the first model is always published: without one nothing
+        can answer, not even popularity). Two checks on the candidate's held-out precision@k: not more
+        than EVAL_TOLERANCE below what the serving model measured when it was published, and (with
+        EVAL_BEAT_BASELINE) not below the popularity baseline on the very same held-out interactions,
+        the one comparison free of any difference in test data.
+        """
+        s = self.settings
+        k, precision = s.eval_k, metrics.get("precision_at_k")
+        if serving is None or precision is None:
+            return None
+        if precision < serving - s.eval_tolerance:
+            return f"precision@{k} {precision:.4f} < serving model's {serving:.4f} - {s.eval_tolerance:.3f}"
+        baseline = metrics.get("baseline_precision_at_k")
+        if s.eval_beat_baseline and baseline is not None and precision < baseline:
+            return f"precision@{k} {precision:.4f} < popularity's {baseline:.4f} on the same held-out interactions"
+        return None
 
     def _serving_metrics(self) -> float | None:
         """precision@k recorded when the serving model was published (evaluated on its own held-out slice)."""

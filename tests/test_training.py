@@ -181,3 +181,20 @@ def test_without_a_recall_target_the_index_keeps_its_breadth_and_reports_its_rec
     metrics = read_meta(Path(settings.model_dir) / version)["extra"]["metrics"]
     assert model.ann_index.ef_search == 7 and metrics["ann_ef_search"] == 7 and metrics["ann_recall_curve"] == []
     assert 0.0 < metrics["ann_recall_at_10"] <= 1.0
+
+
+def test_gate_rejects_a_candidate_below_popularity_on_the_same_held_out_data(setup):
+    store, settings = setup
+    first = Trainer(store, settings).train_and_publish(force=True)
+    assert first.metrics["precision_at_k"] > first.metrics["baseline_precision_at_k"]  # a sound model
+    # a serving model with a low recorded precision, so only the baseline check can stop the candidate
+    model = LFMRecommender.load(f"{settings.model_dir}/{first.version}")
+    serving = publish_model(model, settings.model_dir, extra={"metrics": {"precision_at_k": 0.0}})
+    announce_version(store, serving)
+    broken = settings.with_(learning_rate=1e-7, epochs=1)  # learns nothing: below popularity
+    rejected = Trainer(store, broken).train_and_publish(force=False)
+    assert rejected.decision == "rejected" and current_version(store) == serving
+    assert rejected.metrics["precision_at_k"] < rejected.metrics["baseline_precision_at_k"]
+    assert "popularity" in rejected.metrics["rejected_because"]
+    allowed = Trainer(store, broken.with_(eval_beat_baseline=False)).train_and_publish(force=False)
+    assert allowed.decision == "accepted" and current_version(store) == allowed.version

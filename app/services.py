@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from flask import current_app
 
+from recommender.breaker import CircuitBreaker, GuardedReads
 from recommender.serving import ModelHolder, ModelWatcher
 from recommender.settings import Settings
 from recommender.store import RedisFeatureStore
@@ -22,13 +23,13 @@ log = logging.getLogger(__name__)
 class Services:
     """The Redis-backed feature store, the model holder and its watcher, and the optional trainer thread.
 
-    ``users`` answers the request path's user reads: the store itself, or a Redis-invalidated cache in
-    front of it (USER_CACHE_SIZE > 0).
+    ``users`` answers the request path's user reads: the store, behind a circuit breaker
+    (REDIS_BREAKER_SECONDS > 0), behind a Redis-invalidated cache (USER_CACHE_SIZE > 0).
     """
 
     settings: Settings
     store: RedisFeatureStore
-    users: RedisFeatureStore | UserCache
+    users: RedisFeatureStore | GuardedReads | UserCache
     holder: ModelHolder
     watcher: ModelWatcher
     trainer: Trainer | None
@@ -42,9 +43,12 @@ class Services:
                                            socket_timeout=settings.redis_timeout,
                                            connect_timeout=settings.redis_timeout, health_check_interval=0,
                                            max_interactions=settings.max_interactions)
-        users: RedisFeatureStore | UserCache = store
+        reads = store
+        if settings.redis_breaker_seconds:  # after a failed read, requests that need Redis degrade at once
+            reads = GuardedReads(store, CircuitBreaker(settings.redis_breaker_seconds))
+        users = reads
         if settings.user_cache_size:
-            users = UserCache(store, settings.user_cache_size, settings.user_cache_ttl,
+            users = UserCache(reads, settings.user_cache_size, settings.user_cache_ttl,
                               on_lookup=lambda result: metrics.child(metrics.USER_CACHE, result).inc()).start()
         holder = ModelHolder()
         previous: dict = {"version": None}

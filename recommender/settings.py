@@ -25,6 +25,7 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "reco:"
     redis_timeout: float = 0.25  # seconds per Redis call on the request path; then degrade
+    redis_breaker_seconds: float = 1.0  # after a failed request-path read, degrade at once this long; 0 = off
     model_dir: str = "var/models"
     admin_token: str | None = None
     max_n: int = 100
@@ -59,6 +60,7 @@ class Settings:
 
     ENV = {
         "redis_url": "REDIS_URL", "redis_prefix": "REDIS_PREFIX", "redis_timeout": "REDIS_TIMEOUT",
+        "redis_breaker_seconds": "REDIS_BREAKER_SECONDS",
         "model_dir": "MODEL_DIR", "admin_token": "ADMIN_TOKEN", "max_n": "MAX_N", "default_n": "DEFAULT_N",
         "max_candidates": "MAX_CANDIDATES", "max_body_bytes": "MAX_BODY_BYTES",
         "max_interactions_per_request": "MAX_INTERACTIONS_PER_REQUEST",
@@ -99,6 +101,8 @@ class Settings:
             problems.append("need 1 <= DEFAULT_N <= MAX_N <= 10000")
         if self.max_candidates < 1 or self.max_body_bytes < 1024:
             problems.append("MAX_CANDIDATES must be >= 1 and MAX_BODY_BYTES >= 1024")
+        if self.redis_breaker_seconds < 0:
+            problems.append("REDIS_BREAKER_SECONDS must be >= 0 (0 turns the breaker off)")
         if self.idempotency_ttl < 1:
             problems.append("IDEMPOTENCY_TTL must be >= 1 second")
         if self.max_interactions < 0:

@@ -12,8 +12,8 @@ def _json(schema: dict, description: str) -> dict:
 
 def _errors(*codes: int) -> dict:
     text = {400: "Invalid input", 401: "Missing or wrong admin token", 403: "Admin endpoints disabled (no token set)",
-            404: "Not found", 413: "Body too large",
-            422: "Idempotency-Key already used for different records", 503: "Redis or the model is unavailable; retry later"}
+            404: "Not found", 413: "Body too large", 422: "Idempotency-Key already used for different records",
+            503: "Redis or the model is unavailable; retry later"}
     return {str(c): _json(ERROR, text[c]) for c in codes}
 
 

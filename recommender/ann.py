@@ -174,7 +174,8 @@ def serving_recall(index: AnnIndex, queries: np.ndarray, thresholds: np.ndarray,
 
 
 def tune_ef_search(index: AnnIndex, matrix: np.ndarray, queries: np.ndarray, *, target: float, start: int,
-                   limit: int = 2048, n: int = 10, min_gain: float = 0.005) -> tuple[int, float, list[tuple[int, float]]]:
+                   limit: int = 2048, n: int = 10,
+                   min_gain: float = 0.005) -> tuple[int, float, list[tuple[int, float]]]:
     """The smallest search breadth in start, 2 start, 4 start, ... <= ``limit`` whose serving recall@n
     reaches ``target``: (ef_search, its recall, every (ef, recall) tried).
 

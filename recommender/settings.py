@@ -56,7 +56,7 @@ class Settings:
     ann_index: bool = False  # build an approximate top-k index (faiss HNSW) with each model ...
     ann_min_items: int = 200_000  # ... when it has at least this many items (exact is fast enough below)
     ann_ef_search: int = 64  # starting search breadth; the trainer widens it until ANN_TARGET_RECALL is measured
-    ann_target_recall: float = 0.9  # serving recall@10 vs exact, measured on 200 users at publish; 0 = keep ANN_EF_SEARCH
+    ann_target_recall: float = 0.9  # recall@10 vs exact, measured on 200 users at publish; 0 = keep ANN_EF_SEARCH
 
     ENV = {
         "redis_url": "REDIS_URL", "redis_prefix": "REDIS_PREFIX", "redis_timeout": "REDIS_TIMEOUT",
@@ -64,7 +64,8 @@ class Settings:
         "model_dir": "MODEL_DIR", "admin_token": "ADMIN_TOKEN", "max_n": "MAX_N", "default_n": "DEFAULT_N",
         "max_candidates": "MAX_CANDIDATES", "max_body_bytes": "MAX_BODY_BYTES",
         "max_interactions_per_request": "MAX_INTERACTIONS_PER_REQUEST",
-        "idempotency_ttl": "IDEMPOTENCY_TTL", "max_interactions": "MAX_INTERACTIONS", "watch_interval": "WATCH_INTERVAL",
+        "idempotency_ttl": "IDEMPOTENCY_TTL", "max_interactions": "MAX_INTERACTIONS",
+        "watch_interval": "WATCH_INTERVAL",
         "user_cache_size": "USER_CACHE_SIZE", "user_cache_ttl": "USER_CACHE_TTL",
         "trainer_in_app": "TRAINER_IN_APP", "loss": "LOSS", "no_components": "NO_COMPONENTS", "epochs": "EPOCHS",
         "learning_rate": "LEARNING_RATE", "indicators": "INDICATORS", "row_norm": "ROW_NORM",

@@ -57,8 +57,9 @@ _GLOB_SPECIAL = "\\*?[]"
 # XADD + SADD per row, guarded by a once-only key. KEYS[1] is the stream, KEYS[2] the guard, KEYS[i + 2]
 # the seen set of row i (declared, not built in Lua); ARGV[1] is the guard's TTL in seconds, ARGV[2] a
 # fingerprint of the request, ARGV[3] the stream's length limit (0: none; else approximate, "MAXLEN ~",
-# which trims whole stream nodes and costs next to nothing), then user, item, weight, ts per row. If the guard exists the batch was
-# written before (a retry): nothing is written and the guard's "<count>:<fingerprint>" comes back.
+# which trims whole stream nodes and costs next to nothing), then user, item, weight, ts per row. If the
+# guard exists the batch was written before (a retry): nothing is written and the guard's
+# "<count>:<fingerprint>" comes back.
 # One command per batch is also ~3x faster than a MULTI of two commands per row (redis-py's per-command
 # cost dominates a bulk load).
 _APPEND_INTERACTIONS_LUA = """

@@ -34,7 +34,8 @@ def gunicorn_workers(port: int | None = None) -> dict[int, int]:
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
             if port is not None:
-                env = dict(v.split(b"=", 1) for v in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in v)
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                env = dict(v.split(b"=", 1) for v in environ if b"=" in v)
                 if int(env.get(b"PORT", b"8000")) != port:  # 8000: the config's default
                     continue
             if "gunicorn" in cmd and "gunicorn_conf" in cmd:

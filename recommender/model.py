@@ -238,7 +238,8 @@ class LFMRecommender(LightFM):
         self.ann_index = None  # optional recommender.ann.AnnIndex over _item_matrix (recommend(approximate=True))
         self._serving_generation = getattr(self, "_serving_generation", 0) + 1  # PreparedItems made before are refused
         self._item_matrix: np.ndarray | None = None  # (n_items, k + 1): representation and bias
-        self._user_repr: np.ndarray | None = None
+        self._user_query: np.ndarray | None = None  # (n_users, k + 1): [representation, 1] (see _query)
+        self._user_repr: np.ndarray | None = None  # a view of its first k columns
         self._user_bias: np.ndarray | None = None
         self._pop_sorted: np.ndarray | None = None
         self._bias_sorted: np.ndarray | None = None
@@ -254,7 +255,11 @@ class LFMRecommender(LightFM):
         item_bias, item_repr = self.get_item_representations(self.item_features_)
         user_bias, user_repr = self.get_user_representations(self.user_features_)
         self._item_matrix = np.ascontiguousarray(np.hstack([item_repr, item_bias[:, None]]), dtype=np.float32)
-        self._user_repr = np.ascontiguousarray(user_repr, dtype=np.float32)
+        # each known user's query row built once here, not per request; _user_repr is a view of it
+        self._user_query = np.ones((len(user_repr), user_repr.shape[1] + 1), dtype=np.float32)
+        self._user_query[:, :-1] = user_repr
+        self._user_query.flags.writeable = False
+        self._user_repr = self._user_query[:, :-1]
         self._user_bias = user_bias.astype(np.float32)
         self._popularity = self.baseline.to_numpy(dtype=np.float64)
         self._pop_sorted = np.sort(self._popularity)
@@ -577,7 +582,7 @@ class LFMRecommender(LightFM):
         if user_features is None:
             if pos is None:
                 return None, np.float32(0), None
-            return self._user_repr[pos], self._user_bias[pos], _query(self._user_repr[pos])
+            return self._user_repr[pos], self._user_bias[pos], self._user_query[pos]
         key = (user_id, _features_key(user_features))
         with self._cache_lock:
             hit = self._user_cache.get(key)

@@ -230,7 +230,7 @@ class Trainer:
         self._heartbeat(token, job_id, "measuring the approximate index's recall")
         rng = np.random.default_rng(0)
         users = rng.choice(model.n_users, size=min(200, model.n_users), replace=False)
-        queries = np.hstack([model._user_repr[users], np.ones((len(users), 1), dtype=np.float32)])
+        queries = model._user_query[users]
         started = time.monotonic()
         if s.ann_target_recall > 0:
             ef, recall, curve = tune_ef_search(index, model._item_matrix, queries, target=s.ann_target_recall,

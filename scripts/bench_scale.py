@@ -134,7 +134,7 @@ def bench_size(n_items: int, args) -> ScaleRun:
     model._prepare_serving()
     run.mem["rss_serving"] = settle() - before
     run.mem["item_matrix"] = mib(model._item_matrix.nbytes)
-    run.mem["user_arrays"] = mib(model._user_repr.nbytes + model._user_bias.nbytes)
+    run.mem["user_arrays"] = mib(model._user_query.nbytes + model._user_bias.nbytes)
     run.mem["embeddings"] = mib(sum(getattr(model, f"{s}_{a}").nbytes for s in ("user", "item")
                                     for a in ("embeddings", "biases")))
     run.mem["optimiser"] = mib(sum(getattr(model, f"{s}_{a}").nbytes for s in ("user", "item")

@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 
 from recommender.errors import StoreUnavailableError
 from recommender.features import MAX_ID_LENGTH
-from recommender.store import IdempotencyConflictError, check_idempotency_key
+from recommender.store import IdempotencyConflictError, InvalidIdempotencyKeyError
 from recommender.training import get_job, submit_job
 
 from . import metrics
@@ -155,14 +155,11 @@ def post_interactions():
         for name in ("user_id", "item_id"):
             if not isinstance(r.get(name), (str, int)) or isinstance(r.get(name), bool):
                 raise ApiError(400, "invalid_body", f"every interaction needs a string {name}")
-    key = request.headers.get("Idempotency-Key")
-    if key is not None:
-        try:
-            check_idempotency_key(key)
-        except ValueError as exc:
-            raise ApiError(400, "invalid_header", f"Idempotency-Key: {exc}") from None
     try:
-        result = svc.store.add_interactions_once(records, idempotency_key=key, ttl=svc.settings.idempotency_ttl)
+        result = svc.store.add_interactions_once(records, idempotency_key=request.headers.get("Idempotency-Key"),
+                                                 ttl=svc.settings.idempotency_ttl)
+    except InvalidIdempotencyKeyError as exc:
+        raise ApiError(400, "invalid_header", f"Idempotency-Key: {exc}") from None
     except IdempotencyConflictError as exc:
         raise ApiError(422, "idempotency_key_reused", str(exc)) from None
     except ValueError as exc:

@@ -28,7 +28,7 @@ import os
 
 import numpy as np
 
-__all__ = ["AnnIndex", "faiss_available", "serving_recall", "tune_ef_search"]
+__all__ = ["AnnIndex", "exact_thresholds", "faiss_available", "serving_recall", "tune_ef_search"]
 
 
 def _faiss():

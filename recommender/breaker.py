@@ -35,8 +35,7 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._open_until = 0.0  # 0: closed
         self._probing = False
-        self.rejected = 0  # calls failed fast while open (for metrics and tests)
-        self.opened = 0
+        self.rejected = 0  # calls failed fast while open
 
     @property
     def state(self) -> str:
@@ -65,7 +64,6 @@ class CircuitBreaker:
                 if not self._open_until:
                     log.warning("Redis read failed: answering from the model alone for %.1f s, then probing",
                                 self.open_seconds)
-                self.opened += 1
                 self._open_until = self._clock() + self.open_seconds
                 self._probing = False
             raise

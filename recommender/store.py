@@ -90,6 +90,10 @@ class IdempotencyConflictError(ValueError):
     """An idempotency key was used before for a different batch of interactions."""
 
 
+class InvalidIdempotencyKeyError(ValueError):
+    """An idempotency key is not 1 to 255 printable ASCII characters."""
+
+
 @dataclass(frozen=True)
 class WriteResult:
     """What an interaction write did: rows in the batch, and whether an earlier write of it stood instead."""
@@ -309,7 +313,6 @@ class RedisFeatureStore:
             pipe.zadd(self._changed_key, {iid: time.time()})
             pipe.execute()
 
-    @_unavailable_as_domain_error
     def add_interactions(self, records: Iterable[Mapping], *, idempotency_key: str | None = None,
                          ttl: int = 86_400) -> int:
         """Append interactions to the log and to the users' seen sets in one atomic step, exactly once.
@@ -322,7 +325,7 @@ class RedisFeatureStore:
         Raises
         ------
         ValueError
-            Any record is invalid (nothing is written).
+            Any record or the idempotency key is invalid (InvalidIdempotencyKeyError); nothing is written.
         IdempotencyConflictError
             ``idempotency_key`` was used before for different records (nothing is written).
         StoreUnavailableError
@@ -340,21 +343,19 @@ class RedisFeatureStore:
         count with ``replayed=True``; the same key with different records raises IdempotencyConflictError.
         Without one, a random key guards this call's own retries only.
         """
-        given = [_check_interaction(record, None, n) for n, record in enumerate(records)]
+        if idempotency_key is None:
+            guard, ttl = self._call_guard(), CALL_GUARD_TTL
+        else:
+            guard = self.key("once", "key", _check_idempotency_key(idempotency_key))
+            if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
+                raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
+        given = [_check_interaction(record, n) for n, record in enumerate(records)]
         if not given:
             return WriteResult(0, False)
         now = time.time()
         rows = [(user, item, weight, now if ts is None else ts) for user, item, weight, ts in given]
-        if idempotency_key is None:
-            guard, ttl = self.key("once", "call", uuid.uuid4().hex), CALL_GUARD_TTL
-        else:
-            guard = self.key("once", "key", check_idempotency_key(idempotency_key))
-            if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
-                raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
         fingerprint = _fingerprint(given)
-        keys = [self._stream_key, guard] + [self._seen_key(user) for user, _, _, _ in rows]
-        fresh, value = self._append_script(keys=keys, args=[ttl, fingerprint, self.max_interactions]
-                                           + [v for row in rows for v in row])
+        fresh, value = self._append(rows, guard, ttl, fingerprint)
         if fresh:
             return WriteResult(int(value), False)
         count, _, earlier = str(value).partition(":")
@@ -362,6 +363,17 @@ class RedisFeatureStore:
             raise IdempotencyConflictError(
                 f"idempotency key {idempotency_key!r} was already used for a different batch of interactions")
         return WriteResult(int(count), True)
+
+    def _call_guard(self) -> str:
+        """A fresh once-only key: it guards one script call against redis-py's own retries of it."""
+        return self.key("once", "call", uuid.uuid4().hex)
+
+    def _append(self, rows: Sequence[tuple], guard: str, ttl: int, fingerprint: str) -> tuple[int, Any]:
+        """One guarded call of the append script (see _APPEND_INTERACTIONS_LUA): (1, count) if it wrote,
+        (0, "<count>:<fingerprint>") if ``guard`` was there already."""
+        keys = [self._stream_key, guard] + [self._seen_key(user) for user, _, _, _ in rows]
+        return self._append_script(keys=keys, args=[ttl, fingerprint, self.max_interactions]
+                                   + [value for row in rows for value in row])
 
     # ------------------------------------------------------------------ request-path reads
 
@@ -591,10 +603,7 @@ class RedisFeatureStore:
         try:
             for lo in range(0, len(rows), batch):
                 part = rows[lo:lo + batch]
-                guard = self.key("once", "call", uuid.uuid4().hex)  # this batch's own retries append it once
-                keys = [self._stream_key, guard] + [self._seen_key(user) for user, _, _, _ in part]
-                self._append_script(keys=keys, args=[CALL_GUARD_TTL, "", self.max_interactions]
-                                    + [value for row in part for value in row])
+                self._append(part, self._call_guard(), CALL_GUARD_TTL, "")  # its retries append it once
                 bar.update(len(part))
         finally:
             bar.close()
@@ -722,8 +731,8 @@ def _check_timestamp(value: object, where: str) -> int | float:
     return out
 
 
-def _check_interaction(record: Mapping, now: float | None, n: int) -> tuple[str, str, float, int | float | None]:
-    """(user, item, weight, timestamp) of one interaction record, validated; ``now`` when it has no timestamp."""
+def _check_interaction(record: Mapping, n: int) -> tuple[str, str, float, int | float | None]:
+    """(user, item, weight, timestamp) of one interaction record, validated; timestamp None when it has none."""
     where = f"interaction #{n}"
     if not isinstance(record, Mapping):
         raise ValueError(f"{where} must be a mapping with user_id and item_id, got {type(record).__name__}")
@@ -737,15 +746,15 @@ def _check_interaction(record: Mapping, now: float | None, n: int) -> tuple[str,
     except ValueError:
         raise ValueError(f"{where}: weight must be a finite number, got {record.get('weight')!r}") from None
     ts = record.get("timestamp")
-    return user, item, weight, now if ts is None else _check_timestamp(ts, where)
+    return user, item, weight, None if ts is None else _check_timestamp(ts, where)
 
 
-def check_idempotency_key(key: object) -> str:
-    """The key itself if it is 1 to 255 printable ASCII characters (no spaces), else ValueError."""
+def _check_idempotency_key(key: object) -> str:
+    """The key itself if it is 1 to 255 printable ASCII characters (no spaces), else InvalidIdempotencyKeyError."""
     if (not isinstance(key, str) or not 0 < len(key) <= MAX_IDEMPOTENCY_KEY
             or not all("!" <= c <= "~" for c in key)):
         shown = key[:50] if isinstance(key, str) else key
-        raise ValueError(f"an idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters "
+        raise InvalidIdempotencyKeyError(f"an idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters "
                          f"without spaces, got {shown!r}")
     return key
 

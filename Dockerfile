@@ -28,6 +28,13 @@ COPY requirements.txt /tmp/requirements.txt
 RUN /opt/venv/bin/pip install -r /tmp/requirements.txt \
  && /opt/venv/bin/python -c "import lightfm._lightfm_fast_openmp, numpy, scipy, flask, gunicorn, redis; print('deps ok')"
 
+# the project itself (no dependencies: they are above), so its console scripts (reco-load, reco-train, ...)
+# are on PATH in the image
+COPY pyproject.toml README.md /src/
+COPY app /src/app
+COPY recommender /src/recommender
+RUN /opt/venv/bin/pip install --no-deps /src
+
 # ---------------------------------------------------------------- runtime: no compiler
 FROM python:3.11-slim AS runtime
 
@@ -55,6 +62,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PORT=8000
 
 WORKDIR /srv/reco
+# the sources once more beside the installed package: gunicorn reads its config as a file (app/gunicorn_conf.py),
+# and the old script paths (scripts/*.py) forward to the console scripts
 COPY app ./app
 COPY recommender ./recommender
 COPY scripts ./scripts

@@ -8,20 +8,22 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
+# the package is installed editable (pyproject.toml): imports and console scripts (reco-*) work from anywhere
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 run: $(STAMP)
-	$(PY) -m scripts.run_local
+	$(VENV)/bin/reco-run
 
 bench: $(STAMP)
-	$(PY) scripts/bench_predict.py
+	$(PY) bench/bench_predict.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

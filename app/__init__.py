@@ -6,12 +6,12 @@ import logging
 
 from flask import Flask
 
+from recommender.service import RecommendationService
 from recommender.settings import Settings
 
 from . import metrics
 from .errors import register_error_handlers
 from .jsonprovider import OrjsonProvider
-from .services import Services
 from .views import api
 
 
@@ -23,7 +23,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
-    app.extensions["reco"] = Services.start(settings)
+    app.extensions["reco"] = RecommendationService.start(settings, metrics.hooks())
     register_error_handlers(app)
     metrics.init_app(app)
     app.register_blueprint(api)

@@ -1,4 +1,8 @@
-"""API errors as JSON: one exception type, one place that maps everything to a status and a body."""
+"""API errors as JSON: one exception type for transport errors, one table for the domain's errors.
+
+Every error leaves as ``{"error": {"code": ..., "message": ...}}`` with its status; no stack trace or
+internal detail reaches a client.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,27 @@ import logging
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from recommender.errors import LockedError, NotFittedError, StoreUnavailableError, UnknownUserError
+from recommender.errors import (IdempotencyConflictError, InvalidInputError, LockedError, NoModelError, NotFittedError,
+                                NotFoundError, RecommenderError, StoreUnavailableError, UnknownUserError)
 
 log = logging.getLogger(__name__)
 
+#: domain error -> (HTTP status, headers, fixed message or None for the error's own); the code is the error's
+DOMAIN_ERRORS: list[tuple[type[RecommenderError], int, dict, str | None]] = [
+    (InvalidInputError, 400, {}, None),  # InvalidIdempotencyKeyError included (code invalid_header)
+    (IdempotencyConflictError, 422, {}, None),
+    (UnknownUserError, 404, {}, None),
+    (NotFoundError, 404, {}, None),
+    (LockedError, 409, {}, None),
+    (NoModelError, 503, {"Retry-After": "5"}, None),
+    (NotFittedError, 503, {"Retry-After": "5"}, "no model is loaded yet"),
+    (StoreUnavailableError, 503, {"Retry-After": "1"},
+     "the feature store (Redis) is unavailable; nothing was written, retry later"),
+]
+
 
 class ApiError(Exception):
-    """An error with an HTTP status, a stable machine-readable code and a human message."""
+    """A transport error (authentication, a malformed request) with an HTTP status, a code and a message."""
 
     def __init__(self, status_code: int, code: str, message: str, headers: dict | None = None):
         super().__init__(message)
@@ -34,12 +52,25 @@ def _response(err: ApiError):
     return response
 
 
+def as_api_error(err: RecommenderError) -> ApiError:
+    """The ApiError the table gives a domain error (500 for one it does not list)."""
+    for kind, status, headers, message in DOMAIN_ERRORS:
+        if isinstance(err, kind):
+            return ApiError(status, err.code, message or str(err), dict(headers))
+    log.error("unmapped domain error %s: %s", type(err).__name__, err)
+    return ApiError(500, "internal_error", "internal error; it has been logged")
+
+
 def register_error_handlers(app: Flask) -> None:
-    """Every error leaves as JSON; no stack trace or internal detail reaches a client."""
+    """Map ApiError, the domain's errors, werkzeug's HTTP errors and anything else to JSON."""
 
     @app.errorhandler(ApiError)
     def _api(err: ApiError):
         return _response(err)
+
+    @app.errorhandler(RecommenderError)
+    def _domain(err: RecommenderError):
+        return _response(as_api_error(err))
 
     @app.errorhandler(HTTPException)
     def _http(err: HTTPException):
@@ -55,24 +86,6 @@ def register_error_handlers(app: Flask) -> None:
         if err.code == 405 and hasattr(err, "valid_methods") and err.valid_methods:
             response.headers["Allow"] = ", ".join(err.valid_methods)
         return response
-
-    @app.errorhandler(StoreUnavailableError)
-    def _store(err):
-        return _response(ApiError(503, "store_unavailable",
-                                  "the feature store (Redis) is unavailable; nothing was written, retry later",
-                                  {"Retry-After": "1"}))
-
-    @app.errorhandler(NotFittedError)
-    def _no_model(err):
-        return _response(ApiError(503, "no_model", "no model is loaded yet", {"Retry-After": "5"}))
-
-    @app.errorhandler(UnknownUserError)
-    def _unknown(err):
-        return _response(ApiError(404, "unknown_user", str(err)))
-
-    @app.errorhandler(LockedError)
-    def _locked(err):
-        return _response(ApiError(409, "locked", str(err)))
 
     @app.errorhandler(Exception)
     def _internal(err: Exception):

@@ -50,6 +50,20 @@ def observe_snapshot(previous_version: str | None, version: str, model) -> None:
     CACHE_MISSES.set(model.cache_misses)
 
 
+def hooks():
+    """The service's callbacks that feed these metrics (user reads, swaps, retrains)."""
+    from recommender.service import Hooks
+
+    previous: dict = {"version": None}
+
+    def on_swap(snapshot) -> None:
+        observe_snapshot(previous["version"], snapshot.version, snapshot.model)
+        previous["version"] = snapshot.version
+
+    return Hooks(on_user_lookup=lambda result: child(USER_CACHE, result).inc(), on_swap=on_swap,
+                 on_retrain=lambda seconds, outcome: RETRAIN_SECONDS.labels(outcome).observe(seconds))
+
+
 def init_app(app: Flask) -> None:
     """Time every request by route template (not raw path, which would explode label cardinality).
 

@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from .serving import current_version
+from .store.jobs import current_version
 from .settings import Settings
 from .synthetic import make_world
 from .training import Trainer, TrainResult

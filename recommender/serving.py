@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import redis
 
 from .errors import ArtifactError, RecommenderError
 from .model import LFMRecommender, PreparedItems
+from .store.jobs import current_version
 
 log = logging.getLogger(__name__)
 
@@ -32,29 +32,6 @@ class ModelSnapshot:
     meta: dict
     items: PreparedItems  # new catalogue items and known items whose features changed since training
     item_features: dict = field(repr=False)  # the raw features behind ``items``
-
-
-def model_pointer_key(store) -> str:
-    """Redis key holding the version id of the published model."""
-    return store.key("model", "current")
-
-
-def model_channel(store) -> str:
-    """Redis pub/sub channel announcing newly published versions."""
-    return store.key("model", "events")
-
-
-def announce_version(store, version: str) -> None:
-    """Point the service at ``version`` and tell every watcher at once."""
-    pipe = store.client.pipeline(transaction=True)
-    pipe.set(model_pointer_key(store), version)
-    pipe.publish(model_channel(store), version)
-    pipe.execute()
-
-
-def current_version(store) -> str | None:
-    """The published version id, or None."""
-    return store.client.get(model_pointer_key(store))
 
 
 class ModelHolder:
@@ -97,7 +74,7 @@ class ModelWatcher:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._changes_seen_at = 0.0
-        self.last_error: str | None = None
+        self.last_error: str | None = None  # what the last round failed with (GET /ready shows it)
         self.last_check = 0.0
 
     def start(self) -> "ModelWatcher":
@@ -132,7 +109,7 @@ class ModelWatcher:
             elif snap is not None:
                 self._refresh_items(snap)
             self.last_error = None
-        except (RecommenderError, redis.exceptions.RedisError) as exc:  # Redis down: keep serving what we have
+        except RecommenderError as exc:  # Redis down: keep serving what we have
             self.last_error = str(exc)
             log.warning("watcher: Redis unavailable, serving the current model: %s", exc)
         except Exception as exc:  # never let the thread die

@@ -7,15 +7,23 @@ from dataclasses import dataclass, fields, replace
 from typing import Mapping
 
 from .features import ROW_NORMS
+from .model.lightfm_model import INDICATORS, LOSSES
+
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off")
 
 
-def _bool(value: str) -> bool:
+def parse_bool(value: str) -> bool:
+    """"1", "true", "yes", "on" (any case) -> True; "0", "false", "no", "off" -> False; else ValueError.
+
+    The one boolean grammar of the project: environment variables and query parameters alike.
+    """
     lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
+    if lowered in TRUE:
         return True
-    if lowered in ("0", "false", "no", "off", ""):
+    if lowered in FALSE:
         return False
-    raise ValueError(f"not a boolean: {value!r}")
+    raise ValueError(f"not a boolean (true/false, 1/0, yes/no, on/off): {value!r}")
 
 
 @dataclass(frozen=True)
@@ -112,9 +120,9 @@ class Settings:
             problems.append("REDIS_TIMEOUT and WATCH_INTERVAL must be > 0")
         if self.user_cache_size < 0 or self.user_cache_ttl <= 0:
             problems.append("USER_CACHE_SIZE must be >= 0 and USER_CACHE_TTL > 0")
-        if self.loss not in ("warp", "bpr", "logistic", "warp-kos"):
-            problems.append("LOSS must be warp, bpr, logistic or warp-kos")
-        if self.indicators not in ("both", "users", "items", "false"):
+        if self.loss not in LOSSES:
+            problems.append(f"LOSS must be one of {', '.join(LOSSES)}")
+        if self.indicators not in [str(i).lower() for i in INDICATORS]:
             problems.append("INDICATORS must be both, users, items or false")
         if self.row_norm not in ROW_NORMS:
             problems.append(f"ROW_NORM must be one of {ROW_NORMS}")
@@ -134,6 +142,15 @@ class Settings:
         """A copy with some values changed (validated)."""
         return replace(self, **changes).validated()
 
+    def to_env(self) -> dict[str, str]:
+        """Every setting that has a value, as the environment variables that reproduce it."""
+        env = {}
+        for name, var in self.ENV.items():
+            value = getattr(self, name)
+            if value is not None:
+                env[var] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env
+
     def model_params(self) -> dict:
         """Keyword arguments for LFMRecommender from these settings."""
         return {"indicators": False if self.indicators == "false" else self.indicators, "row_norm": self.row_norm,
@@ -146,7 +163,7 @@ def _convert(name: str, type_name, raw: str, var: str):
     type_name = str(type_name)
     try:
         if type_name.startswith("bool"):
-            return _bool(raw)
+            return parse_bool(raw)
         if type_name.startswith("int"):
             return None if raw.lower() == "none" and "None" in type_name else int(raw)
         if type_name.startswith("float"):

@@ -10,7 +10,7 @@ import time
 
 from .errors import LockedError
 from .settings import Settings
-from .store import RedisFeatureStore
+from .store import RedisFeatureStore, jobs
 from .training import Trainer
 
 log = logging.getLogger("recommender.trainer")
@@ -51,10 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("init done: %s", f"published {result.version}" if result else "a model was already published")
         return 0
     if args.once:
-        from .serving import current_version
-
-        if args.if_none and current_version(store):
-            log.info("a model is already published (%s); nothing to do", current_version(store))
+        if args.if_none and jobs.current_version(store):
+            log.info("a model is already published (%s); nothing to do", jobs.current_version(store))
             return 0
         try:
             result = trainer.train_and_publish(force=True, verbose=True)

@@ -1,86 +1,31 @@
 """Retraining: jobs in Redis, a single-flight lock, an evaluation gate, and atomic publication.
 
-``submit_job`` records a job and queues it (or returns the job already queued or running).
-``Trainer`` takes jobs from the queue, trains a *fresh* model from the store's snapshot (never the
-object that is serving), evaluates it on a held-out temporal slice, and publishes it when it is not
-worse than the serving model beyond a tolerance, or when the job is forced. The same code runs as its
-own process (``python -m recommender.trainer``) or as a thread of the app.
+Jobs, the lock and the model pointer live in Redis (recommender.store.jobs). ``Trainer`` takes jobs from
+the queue, trains a *fresh* model from the store's snapshot (never the object that is serving), evaluates
+it on a held-out temporal slice, and publishes it when it is not worse than the serving model beyond a
+tolerance, or when the job is forced. The same code runs as its own process (``python -m
+recommender.trainer``) or as a thread of the app.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 
 import numpy as np
 
-from .artifacts import ANN_FILE, publish_model, read_meta
 from .errors import LockedError
-from .evaluation import precision_at_k, temporal_split
+from .evaluation import holdout_precision, temporal_split
 from .model import LFMRecommender
-from .serving import announce_version, current_version
+from .model.artifacts import ANN_FILE, publish_model, read_meta
 from .settings import Settings
+from .store import jobs
 
 log = logging.getLogger(__name__)
-
-JOB_TTL = 7 * 24 * 3600
-STATUSES = ("queued", "running", "succeeded", "failed")
-
-
-def _keys(store) -> dict:
-    return {"queue": store.key("retrain", "queue"), "active": store.key("retrain", "active"),
-            "lock": store.key("retrain", "lock")}
-
-
-def job_key(store, job_id: str) -> str:
-    """Redis hash of one job."""
-    return store.key("job", job_id)
-
-
-def submit_job(store, *, force: bool = False, ttl: int = 600) -> tuple[str, bool]:
-    """Queue a retrain job and return (job_id, created); an active job is returned instead of a new one."""
-    keys = _keys(store)
-    job_id = uuid.uuid4().hex[:16]
-    # SET NX makes "is a job already queued or running?" and "I am the active job" one atomic step
-    if not store.client.set(keys["active"], job_id, nx=True, ex=ttl + 3600):
-        existing = store.client.get(keys["active"])
-        if existing and get_job(store, existing, lock_ttl=ttl)["status"] in ("queued", "running"):
-            return existing, False
-        store.client.set(keys["active"], job_id, ex=ttl + 3600)
-    pipe = store.client.pipeline(transaction=True)
-    pipe.hset(job_key(store, job_id), mapping={"status": "queued", "force": int(force), "created_at": time.time()})
-    pipe.expire(job_key(store, job_id), JOB_TTL)
-    pipe.lpush(keys["queue"], job_id)
-    pipe.execute()
-    return job_id, True
-
-
-def get_job(store, job_id: str, lock_ttl: int = 600) -> dict | None:
-    """A job's status dict, or None. A running job whose trainer stopped heartbeating reads as failed."""
-    raw = store.client.hgetall(job_key(store, job_id))
-    if not raw:
-        return None
-    job = {"job_id": job_id, "status": raw.get("status"), "force": raw.get("force") == "1"}
-    for name in ("created_at", "started_at", "finished_at", "heartbeat_at"):
-        if name in raw:
-            job[name] = float(raw[name])
-    for name in ("version", "error", "decision"):
-        if name in raw:
-            job[name] = raw[name]
-    if "metrics" in raw:
-        job["metrics"] = json.loads(raw["metrics"])
-    if "progress" in raw:
-        job["progress"] = raw["progress"]
-    if job["status"] == "running" and time.time() - job.get("heartbeat_at", job.get("started_at", 0)) > lock_ttl:
-        job["status"] = "failed"
-        job["error"] = "the trainer stopped responding (crashed or was killed); its lock expired"
-    return job
 
 
 def _release_freed_memory() -> None:
@@ -114,40 +59,23 @@ class Trainer:
         self.store = store
         self.settings = settings
         self.on_result = on_result  # called with (seconds, outcome) after every run
-        self.keys = _keys(store)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # -------------------------------------------------------------- the lock
 
-    def _acquire(self) -> str:
-        token = uuid.uuid4().hex
-        if not self.store.client.set(self.keys["lock"], token, nx=True, ex=self.settings.retrain_lock_ttl):
-            raise LockedError("another trainer holds the retrain lock")
-        return token
-
-    def _release(self, token: str) -> None:
-        # delete only if still ours (compare-and-delete in Lua so an expired-and-retaken lock survives)
-        self.store.client.eval(
-            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end",
-            1, self.keys["lock"], token)
-
     def _heartbeat(self, token: str, job_id: str | None, progress: str) -> None:
-        ok = self.store.client.eval(
-            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('expire', KEYS[1], ARGV[2]) "
-            "else return 0 end", 1, self.keys["lock"], token, self.settings.retrain_lock_ttl)
-        if not ok:
-            raise LockedError("lost the retrain lock (it expired); abandoning this run")
+        """Refresh the lock (LockedError if it was lost) and record progress in the job."""
+        jobs.refresh_lock(self.store, token, self.settings.retrain_lock_ttl)
         if job_id:
-            self.store.client.hset(job_key(self.store, job_id), mapping={"heartbeat_at": time.time(),
-                                                                         "progress": progress})
+            jobs.update_job(self.store, job_id, heartbeat_at=time.time(), progress=progress)
 
     # -------------------------------------------------------------- one run
 
     def train_and_publish(self, *, force: bool = False, job_id: str | None = None,
                           verbose: bool = False) -> TrainResult:
         """Snapshot, train a fresh model, evaluate, maybe publish. Raises LockedError if another run holds the lock."""
-        token = self._acquire()
+        token = jobs.acquire_lock(self.store, self.settings.retrain_lock_ttl)
         started = time.monotonic()
         outcome = "error"
         try:
@@ -155,7 +83,7 @@ class Trainer:
             outcome = result.decision
             return result
         finally:
-            self._release(token)
+            jobs.release_lock(self.store, token)
             _release_freed_memory()
             if self.on_result:
                 self.on_result(time.monotonic() - started, outcome)
@@ -182,9 +110,8 @@ class Trainer:
             candidate = LFMRecommender(**s.model_params())
             candidate.fit(train, snapshot.user_features, snapshot.item_features, epochs=s.epochs,
                           num_threads=s.train_threads, callback=progress("evaluation model"))
-            metrics["precision_at_k"] = precision_at_k(candidate, train, test, k)
-            metrics["baseline_precision_at_k"] = precision_at_k(candidate, train, test, k, use_baseline_only=True)
-            metrics["eval_users"] = int(test["user_id"].nunique())
+            precision, baseline, users = holdout_precision(candidate, train, test, k)
+            metrics.update(precision_at_k=precision, baseline_precision_at_k=baseline, eval_users=users)
         serving = self._serving_metrics()
         metrics["serving_precision_at_k"] = serving
         decision = "forced" if force else "accepted"
@@ -201,11 +128,11 @@ class Trainer:
         self._heartbeat(token, job_id, "publishing")
         extra_files = {}
         if s.ann_index and final.n_items >= s.ann_min_items:
-            from .ann import AnnIndex
+            from .model.ann import AnnIndex
 
             self._heartbeat(token, job_id, "building the approximate index")
             built = time.monotonic()
-            index = AnnIndex.build(final._item_matrix, ef_search=s.ann_ef_search, threads=s.train_threads)
+            index = AnnIndex.build(final.index.item_matrix, ef_search=s.ann_ef_search, threads=s.train_threads)
             metrics["ann_build_seconds"] = round(time.monotonic() - built, 2)
             metrics.update(self._tune_index(final, index, token, job_id))
             extra_files[ANN_FILE] = index.save
@@ -214,7 +141,7 @@ class Trainer:
             "n_users": final.n_users, "n_items": final.n_items,
             "ann_ef_search": metrics.get("ann_ef_search", s.ann_ef_search)},
             extra_files=extra_files)
-        announce_version(self.store, version)
+        jobs.publish_version(self.store, version)
         log.info("published model %s (%s): %s", version, decision, metrics)
         return TrainResult(version, True, decision, metrics)
 
@@ -224,20 +151,20 @@ class Trainer:
         reached; the figures go into the model's metrics. The index is published either way (with a
         warning when the target is out of reach): exact scoring stays one setting away (ANN_INDEX=false).
         """
-        from .ann import exact_thresholds, serving_recall, tune_ef_search
+        from .model.ann import exact_thresholds, serving_recall, tune_ef_search
 
         s = self.settings
         self._heartbeat(token, job_id, "measuring the approximate index's recall")
         rng = np.random.default_rng(0)
         users = rng.choice(model.n_users, size=min(200, model.n_users), replace=False)
-        queries = model._user_query[users]
+        queries = model.index.user_query_rows[users]
         started = time.monotonic()
         if s.ann_target_recall > 0:
-            ef, recall, curve = tune_ef_search(index, model._item_matrix, queries, target=s.ann_target_recall,
+            ef, recall, curve = tune_ef_search(index, model.index.item_matrix, queries, target=s.ann_target_recall,
                                                start=s.ann_ef_search)
         else:
             ef, curve = s.ann_ef_search, []
-            recall = serving_recall(index, queries, exact_thresholds(model._item_matrix, queries, 10))
+            recall = serving_recall(index, queries, exact_thresholds(model.index.item_matrix, queries, 10))
         out = {"ann_ef_search": ef, "ann_recall_at_10": round(recall, 4), "ann_recall_users": int(len(users)),
                "ann_recall_curve": [[e, round(r, 4)] for e, r in curve],
                "ann_tune_seconds": round(time.monotonic() - started, 2)}
@@ -270,7 +197,7 @@ class Trainer:
 
     def _serving_metrics(self) -> float | None:
         """precision@k recorded when the serving model was published (evaluated on its own held-out slice)."""
-        version = current_version(self.store)
+        version = jobs.current_version(self.store)
         if not version:
             return None
         try:
@@ -283,45 +210,40 @@ class Trainer:
 
     def run_job(self, job_id: str) -> None:
         """Run one queued job and record its outcome in Redis. Never raises (errors go into the job)."""
-        job = get_job(self.store, job_id)
+        store = self.store
+        job = jobs.get_job(store, job_id)
         if job is None:
             return
-        key = job_key(self.store, job_id)
-        self.store.client.hset(key, mapping={"status": "running", "started_at": time.time(),
-                                             "heartbeat_at": time.time()})
+        jobs.update_job(store, job_id, status="running", started_at=time.time(), heartbeat_at=time.time())
         try:
             result = self.train_and_publish(force=job["force"], job_id=job_id)
-            mapping = {"status": "succeeded", "decision": result.decision, "metrics": json.dumps(result.metrics),
-                       "finished_at": time.time()}
+            fields = {"status": "succeeded", "decision": result.decision, "metrics": result.metrics,
+                      "finished_at": time.time()}
             if result.version:
-                mapping["version"] = result.version
-            self.store.client.hset(key, mapping=mapping)
+                fields["version"] = result.version
+            jobs.update_job(store, job_id, **fields)
         except LockedError:
             # another trainer is busy: put the job back for later instead of training twice at once
-            self.store.client.hset(key, mapping={"status": "queued"})
-            self.store.client.rpush(self.keys["queue"], job_id)
+            jobs.requeue_job(store, job_id)
             time.sleep(1.0)
         except Exception as exc:
             log.exception("retrain job %s failed", job_id)
             try:
-                self.store.client.hset(key, mapping={"status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                                                     "finished_at": time.time()})
+                jobs.update_job(store, job_id, status="failed", error=f"{type(exc).__name__}: {exc}",
+                                finished_at=time.time())
             except Exception:
                 log.exception("could not record the failure of job %s", job_id)
         finally:
             try:
-                self.store.client.eval(
-                    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end",
-                    1, self.keys["active"], job_id)
-            except Exception:
+                jobs.finish_active(store, job_id)
+            except Exception:  # noqa: BLE001 - the marker expires by itself
                 pass
 
     def loop(self, poll: float = 1.0) -> None:
         """Take jobs from the queue until stopped; survives Redis outages."""
         while not self._stop.is_set():
             try:
-                # RPOP and sleep rather than BRPOP: blocking reads would fight the short socket timeouts
-                job_id = self.store.client.rpop(self.keys["queue"])
+                job_id = jobs.next_job(self.store)
             except Exception as exc:  # Redis down: wait and retry
                 log.warning("trainer: cannot read the job queue: %s", exc)
                 job_id = None

@@ -13,7 +13,7 @@ import pytest
 from recommender.datasets import (age_band, convert_movielens, read_holdout, read_movielens, read_standard,
                                   read_truth, write_standard)
 from recommender.synthetic import make_world
-from scripts import make_demo_data
+from recommender.cli import data as data_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ def as_plain(frame: pd.DataFrame) -> pd.DataFrame:
 
 def test_make_demo_data_round_trip(tmp_path):
     out = tmp_path / "demo"
-    assert make_demo_data.main([str(out), "--users", "200", "--items", "120", "--seed", "3"]) == 0
+    assert data_cli.demo_data_main([str(out), "--users", "200", "--items", "120", "--seed", "3"]) == 0
     world = make_world(200, 120, seed=3)
     interactions, user_features, item_features = read_standard(out)
     pd.testing.assert_frame_equal(as_plain(interactions), as_plain(world.interactions))
@@ -45,9 +45,11 @@ def test_make_demo_data_round_trip(tmp_path):
     assert set(read_holdout(out)["user_id"]) & set(world.new_users)
 
 
-@pytest.mark.parametrize("how", [["scripts/make_demo_data.py"], ["-m", "scripts.make_demo_data"]])
+@pytest.mark.parametrize("how", [[sys.executable, "scripts/make_demo_data.py"],
+                                 [str(Path(sys.executable).parent / "reco-demo-data")]],
+                         ids=["old script path", "console script"])
 def test_make_demo_data_runs_as_a_script(tmp_path, how):
-    result = subprocess.run([sys.executable, *how, str(tmp_path / "d"), "--users", "50", "--items", "40"],
+    result = subprocess.run([*how, str(tmp_path / "d"), "--users", "50", "--items", "40"],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert {p.name for p in (tmp_path / "d").iterdir()} == {
@@ -126,7 +128,7 @@ def test_movielens_converter_gives_exact_features_and_weights(movielens):
 
 def test_movielens_script_writes_the_standard_format(movielens, tmp_path):
     out = tmp_path / "std"
-    result = subprocess.run([sys.executable, "scripts/load_movielens.py", str(movielens), str(out)],
+    result = subprocess.run([str(Path(sys.executable).parent / "reco-movielens"), str(movielens), str(out)],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     expected = read_movielens(movielens)

@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from recommender.artifacts import publish_model, read_meta
+from recommender.model.artifacts import publish_model, read_meta
 from recommender.errors import LockedError
 from recommender.model import LFMRecommender
-from recommender.serving import ModelHolder, ModelWatcher, announce_version, current_version
+from recommender.serving import ModelHolder, ModelWatcher
 from recommender.store import RedisFeatureStore
-from recommender.training import Trainer, get_job, job_key, submit_job
+from recommender.store.jobs import acquire_lock, current_version, get_job, publish_version, submit_job
+from recommender.training import Trainer
 
-from .service_helpers import seed_store, service_settings, small_world
+from tests.helpers import seed_store, service_settings, small_world
 
 
 @pytest.fixture
@@ -58,7 +59,7 @@ def test_gate_rejects_a_worse_model_unless_forced(setup):
     # a serving model that claims a precision no new model can reach
     model = LFMRecommender.load(f"{settings.model_dir}/{first.version}")
     good = publish_model(model, settings.model_dir, extra={"metrics": {"precision_at_k": 0.99}})
-    announce_version(store, good)
+    publish_version(store, good)
     rejected = trainer.train_and_publish(force=False)
     assert rejected.decision == "rejected" and rejected.version is None
     assert current_version(store) == good
@@ -73,16 +74,16 @@ def test_jobs_are_single_flight_and_failures_keep_the_old_model(setup, redis_url
     job, created = submit_job(store, force=True)
     again, created_again = submit_job(store, force=True)
     assert created and not created_again and again == job
-    trainer.run_job(store.client.rpop(trainer.keys["queue"]))
+    trainer.run_job(store.client.rpop(store.keys.retrain_queue))
     assert get_job(store, job)["status"] == "succeeded"
     assert current_version(store) != first
     serving = current_version(store)
 
     empty = RedisFeatureStore.from_url(redis_url, prefix=key_prefix + "empty:", socket_timeout=10)
-    empty.client.set(empty.key("model", "current"), serving)
+    empty.client.set(empty.keys.model_current, serving)
     broken = Trainer(empty, settings)
     failing, _ = submit_job(empty)
-    broken.run_job(empty.client.rpop(broken.keys["queue"]))
+    broken.run_job(empty.client.rpop(empty.keys.retrain_queue))
     job_state = get_job(empty, failing)
     assert job_state["status"] == "failed" and "no interactions" in job_state["error"]
     assert current_version(empty) == serving
@@ -94,15 +95,15 @@ def test_a_crashed_trainer_leaves_the_lock_to_expire(setup):
     trainer = Trainer(store, settings)
     job, _ = submit_job(store, ttl=settings.retrain_lock_ttl)
     # a trainer that took the lock and the job, then died without cleaning up
-    trainer._acquire()
-    store.client.hset(job_key(store, job), mapping={"status": "running", "started_at": time.time() - 60,
+    acquire_lock(store, settings.retrain_lock_ttl)
+    store.client.hset(store.keys.job(job), mapping={"status": "running", "started_at": time.time() - 60,
                                                     "heartbeat_at": time.time() - 60})
     with pytest.raises(LockedError):
         Trainer(store, settings).train_and_publish(force=True)
     assert get_job(store, job, lock_ttl=settings.retrain_lock_ttl)["status"] == "failed"
-    ttl = store.client.ttl(trainer.keys["lock"])
+    ttl = store.client.ttl(store.keys.retrain_lock)
     assert 0 < ttl <= settings.retrain_lock_ttl
-    store.client.pexpire(trainer.keys["lock"], 1)  # fast-forward the expiry
+    store.client.pexpire(store.keys.retrain_lock, 1)  # fast-forward the expiry
     time.sleep(0.05)
     assert Trainer(store, settings).train_and_publish(force=True).version
 
@@ -119,7 +120,7 @@ def test_watcher_skips_a_damaged_version_and_keeps_serving(setup):
     arrays = f"{settings.model_dir}/{damaged}/arrays.npz"
     data = open(arrays, "rb").read()
     open(arrays, "wb").write(data[:-100])
-    announce_version(store, damaged)
+    publish_version(store, damaged)
     watcher.check_once()
     assert holder.snapshot.version == first and damaged in holder.failed_versions
     foreign = publish_model(model, settings.model_dir)
@@ -127,11 +128,11 @@ def test_watcher_skips_a_damaged_version_and_keeps_serving(setup):
     meta = json.load(open(meta_path))
     meta["format"] = "pickle-of-something"
     json.dump(meta, open(meta_path, "w"))
-    announce_version(store, foreign)
+    publish_version(store, foreign)
     watcher.check_once()
     assert holder.snapshot.version == first and foreign in holder.failed_versions
     good = publish_model(model, settings.model_dir)
-    announce_version(store, good)
+    publish_version(store, good)
     watcher.check_once()
     assert holder.snapshot.version == good
 
@@ -190,7 +191,7 @@ def test_gate_rejects_a_candidate_below_popularity_on_the_same_held_out_data(set
     # a serving model with a low recorded precision, so only the baseline check can stop the candidate
     model = LFMRecommender.load(f"{settings.model_dir}/{first.version}")
     serving = publish_model(model, settings.model_dir, extra={"metrics": {"precision_at_k": 0.0}})
-    announce_version(store, serving)
+    publish_version(store, serving)
     broken = settings.with_(learning_rate=1e-7, epochs=1)  # learns nothing: below popularity
     rejected = Trainer(store, broken).train_and_publish(force=False)
     assert rejected.decision == "rejected" and current_version(store) == serving

@@ -1,0 +1,116 @@
+"""`make run` (console script ``reco-run``): the one-command embedded default.
+
+Without REDIS_URL it starts a local Redis (persisting under var/redis), loads the demo data when the
+store is empty, trains and publishes a first model when none exists, then serves with gunicorn on
+PORT (default 8000). Honours PORT, REDIS_URL, ADMIN_TOKEN and MODEL_DIR. Ctrl-C (SIGINT) or SIGTERM
+stops everything it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+from ..bootstrap import ensure_demo_data, ensure_model
+from ..launch import start_gunicorn
+from ..localredis import LocalRedis
+from ..settings import Settings
+from ..trainer import connect
+
+VAR = Path(os.environ.get("RECO_VAR_DIR", "var")).resolve()
+EXAMPLES = VAR / "demo_examples.json"
+
+
+def say(message: str) -> None:
+    """Progress for the person at the terminal."""
+    print(f"[make run] {message}", flush=True)
+
+
+def banner(port: int, token: str, generated: bool, examples: dict) -> str:
+    """How and where to call the service."""
+    base = f"http://localhost:{port}"
+    known = examples.get("known_user", "u1")
+    lines = [
+        "",
+        f"Service: {base}   (OpenAPI: {base}/openapi.json, metrics: {base}/metrics)",
+        f"Admin token{' (generated; set ADMIN_TOKEN to choose one)' if generated else ''}: {token}",
+        "",
+        "Try:",
+        f"  curl '{base}/recommend/{known}?n=5'",
+    ]
+    if "new_user" in examples:
+        lines.append(f"  curl '{base}/recommend/{examples['new_user']}?n=5'      # new user, features only")
+    lines += [
+        f"  curl '{base}/recommend/someone-new?n=5'      # nothing known: popular items",
+        f"  curl -X PUT -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\",
+        f"       -d '{{\"genre:drama\": 1, \"tag:drama-0\": 1}}' {base}/items/brand-new-item/features",
+        f"  curl -X POST -H 'Authorization: Bearer {token}' {base}/retrain",
+        f"  curl {base}/model",
+        "",
+        "Ctrl-C stops the service" + (" and its Redis." if examples.get("_local_redis") else "."),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    """Start (or reuse) Redis, make sure data and a model exist, run gunicorn until a signal."""
+    env = os.environ
+    redis_server = None
+    if not env.get("REDIS_URL"):
+        redis_server = LocalRedis(VAR / "redis", port=int(env.get("REDIS_PORT", "0")) or None, persist=True).start()
+        env["REDIS_URL"] = redis_server.url
+        say(f"started a local Redis at {redis_server.url} (data in var/redis; set REDIS_URL to use your own)")
+    env.setdefault("MODEL_DIR", str(VAR / "models"))
+    generated = not env.get("ADMIN_TOKEN")
+    token = env.get("ADMIN_TOKEN") or secrets.token_urlsafe(24)
+    env["ADMIN_TOKEN"] = token
+    env.setdefault("TRAINER_IN_APP", "1")
+    port = int(env.get("PORT", "8000"))
+    gunicorn = None
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)  # also when started in the background, where SIGINT is inherited as ignored
+    try:
+        settings = Settings.from_env()
+        store = connect(settings, wait=30)
+        examples = json.loads(EXAMPLES.read_text()) if EXAMPLES.exists() else {}
+        if store.is_empty():
+            say("the store is empty: generating demo data (3000 users, 2000 items) and loading it into Redis")
+            examples = ensure_demo_data(store, EXAMPLES)
+        say("checking for a published model (training the first one if there is none)")
+        result = ensure_model(store, settings)
+        if result is not None:
+            metrics = result.metrics
+            say(f"published model {result.version}: precision@{metrics.get('eval_k')} "
+                f"{metrics.get('precision_at_k', float('nan')):.3f} vs popularity "
+                f"{metrics.get('baseline_precision_at_k', float('nan')):.3f}")
+        examples["_local_redis"] = redis_server is not None
+        try:
+            gunicorn = start_gunicorn(settings, port=port, host=env.get("HOST", "0.0.0.0"),
+                                      workers=int(env.get("WORKERS", "2")), threads=int(env.get("THREADS", "2")),
+                                      env=dict(env, LOG_LEVEL=env.get("LOG_LEVEL", "info")))
+        except RuntimeError as exc:
+            say(f"{exc} (is port {port} taken? set PORT)")
+            return 1
+        print(banner(port, token, generated, examples), flush=True)
+        return gunicorn.process.wait()
+    except KeyboardInterrupt:
+        say("stopping")
+        return 0
+    finally:
+        if gunicorn is not None:
+            gunicorn.stop()
+        if redis_server:
+            redis_server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,282 @@
+"""RecommendationService: the use cases behind the HTTP API, with their rules, and the resources they need.
+
+The app (app/) parses a request, calls one method here and serialises the answer; everything that is
+not transport lives here: which user records a request reads and what happens when Redis fails (the
+degrade policy), what an absent feature hash means, input limits, which model snapshot answers, jobs.
+One service per process, built by :meth:`RecommendationService.start` (the app factory calls it once):
+a Redis pool, the request path's guarded and cached user reads, the model holder and its watcher, and,
+when configured, the trainer thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping
+
+from .errors import InvalidInputError, NoModelError, NotFoundError, StoreUnavailableError
+from .features import check_id
+from .serving import ModelHolder, ModelSnapshot, ModelWatcher
+from .settings import Settings
+from .store import RedisFeatureStore, WriteResult, jobs
+from .store.breaker import CircuitBreaker, GuardedReads
+from .store.usercache import UserCache
+from .training import Trainer
+
+log = logging.getLogger(__name__)
+
+MAX_FEATURES_PER_ENTITY = 1000
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One answer of :meth:`RecommendationService.recommend`.
+
+    ``items`` are (item_id, score) pairs, best first (ties by item id). ``strategy`` names the case that
+    served the user (DESIGN.md keeps the list). ``degraded`` is True when Redis could not be read and the
+    answer came from the model alone (training-time features, no seen-item exclusion).
+    """
+
+    user_id: str
+    model_version: str
+    strategy: str
+    degraded: bool
+    items: list[tuple[str, float]]
+    unscorable: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Hooks:
+    """Callbacks through which the transport layer observes the service (metrics); all optional."""
+
+    on_user_lookup: Callable[[str], None] | None = None  # "hit", "miss" or "bypass" per user read
+    on_swap: Callable[[ModelSnapshot], None] | None = None  # a snapshot became current
+    on_retrain: Callable[[float, str], None] | None = None  # (seconds, outcome) after every training run
+
+
+class RecommendationService:
+    """The service's use cases over one process's resources.
+
+    Parameters
+    ----------
+    settings : Settings
+    store : RedisFeatureStore
+        Writes, jobs and the model pointer.
+    users : RedisFeatureStore, GuardedReads or UserCache
+        Answers the request path's user reads (``get_user``): the store, behind a circuit breaker
+        (REDIS_BREAKER_SECONDS > 0), behind a Redis-invalidated cache (USER_CACHE_SIZE > 0).
+    holder : ModelHolder
+    watcher : ModelWatcher
+    trainer : Trainer or None
+        The in-app trainer thread (TRAINER_IN_APP), if any.
+    """
+
+    def __init__(self, settings: Settings, store: RedisFeatureStore, users, holder: ModelHolder,
+                 watcher: ModelWatcher, trainer: Trainer | None = None):
+        self.settings = settings
+        self.store = store
+        self.users = users
+        self.holder = holder
+        self.watcher = watcher
+        self.trainer = trainer
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def start(cls, settings: Settings, hooks: Hooks | None = None) -> "RecommendationService":
+        """Connect (lazily: Redis may come up later) and start the background threads."""
+        hooks = hooks or Hooks()
+        # no idle-connection health check on the request path: against a hung Redis its own retries
+        # multiply the timeout (measured 2.3 s instead of ~0.75 s); the call's retries reconnect anyway
+        store = RedisFeatureStore.from_url(settings.redis_url, prefix=settings.redis_prefix,
+                                           socket_timeout=settings.redis_timeout,
+                                           connect_timeout=settings.redis_timeout, health_check_interval=0,
+                                           max_interactions=settings.max_interactions)
+        users = store
+        if settings.redis_breaker_seconds:  # after a failed read, requests that need Redis degrade at once
+            users = GuardedReads(users, CircuitBreaker(settings.redis_breaker_seconds))
+        if settings.user_cache_size:
+            users = UserCache(users, settings.user_cache_size, settings.user_cache_ttl,
+                              on_lookup=hooks.on_user_lookup).start()
+        holder = ModelHolder()
+        watcher = ModelWatcher(holder, store, settings.model_dir, settings.watch_interval,
+                               on_swap=hooks.on_swap).start()
+        trainer = None
+        if settings.trainer_in_app:
+            trainer_store = RedisFeatureStore.from_url(settings.redis_url, prefix=settings.redis_prefix,
+                                                       socket_timeout=10.0, connect_timeout=2.0)
+            trainer = Trainer(trainer_store, settings, on_result=hooks.on_retrain).start()
+        return cls(settings, store, users, holder, watcher, trainer)
+
+    def stop(self) -> None:
+        """Stop the background threads (tests; gunicorn just exits)."""
+        self.watcher.stop()
+        if isinstance(self.users, UserCache):
+            self.users.stop()
+        if self.trainer:
+            self.trainer.stop()
+
+    # ------------------------------------------------------------------ recommendations
+
+    def snapshot(self) -> ModelSnapshot:
+        """The model snapshot serving now; NoModelError before the first one is loaded."""
+        snap = self.holder.snapshot
+        if snap is None:
+            raise NoModelError("no model is loaded yet; train one (POST /retrain) or wait")
+        return snap
+
+    def recommend(self, user_id: str, n: int | None = None, *, items: Iterable[str] | None = None,
+                  exclude_seen: bool = True) -> Recommendation:
+        """The top ``n`` (DEFAULT_N when None) items for a user, from one model snapshot.
+
+        The user's features and seen items come from Redis (or the user cache) in one round trip. When
+        Redis fails the answer is degraded, not an error: the model alone answers (a known user's
+        training-time features, no seen-item exclusion). A user without a feature hash in Redis is
+        scored with its training-time features. ``items`` restricts the candidates (at most
+        MAX_CANDIDATES ids).
+
+        Raises
+        ------
+        InvalidInputError
+            Bad user id (code ``invalid_id``), ``n`` outside [1, MAX_N] or a bad candidate list
+            (``invalid_parameter``).
+        NoModelError
+            No model is loaded yet.
+        """
+        s = self.settings
+        uid = _check_id(user_id, "user_id")
+        n = s.default_n if n is None else n
+        if not 1 <= n <= s.max_n:
+            raise InvalidInputError(f"n must be between 1 and {s.max_n}, got {n}", code="invalid_parameter")
+        candidates = None
+        if items is not None:
+            candidates = list(items)
+            if not candidates:
+                raise InvalidInputError("items must be a comma-separated list of item ids", code="invalid_parameter")
+            if len(candidates) > s.max_candidates:
+                raise InvalidInputError(f"items may list at most {s.max_candidates} ids", code="invalid_parameter")
+            for item in candidates:
+                _check_id(item, "each item id")
+        snap = self.snapshot()  # one snapshot for the whole request
+        degraded = False
+        try:
+            features, seen = self.users.get_user(uid)
+        except StoreUnavailableError:
+            features, seen, degraded = {}, set(), True
+        # no feature hash in Redis: a known user keeps its training-time features
+        ranking = snap.model.rank(uid, n, user_features=features or None, item_features=snap.items,
+                                  item_ids=candidates, exclude=seen if exclude_seen else (),
+                                  approximate=True)  # used only when the model was published with an index
+        return Recommendation(uid, snap.version, ranking.strategy, degraded, ranking.items, ranking.unscorable)
+
+    # ------------------------------------------------------------------ features and interactions
+
+    def set_user_features(self, user_id: str, features: Mapping[str, float]) -> int:
+        """Replace a user's features (atomically); returns how many were written.
+
+        Raises
+        ------
+        InvalidInputError
+            Bad id (``invalid_id``), or bad feature names or weights (``invalid_body``): nothing is written.
+        StoreUnavailableError
+            Redis did not answer.
+        """
+        return self._set_features("user", user_id, features, self.store.set_user_features)
+
+    def set_item_features(self, item_id: str, features: Mapping[str, float]) -> int:
+        """Replace an item's features and add it to the catalogue; see :meth:`set_user_features`."""
+        return self._set_features("item", item_id, features, self.store.set_item_features)
+
+    def _set_features(self, kind: str, entity_id: str, features: Mapping[str, float], write) -> int:
+        entity_id = _check_id(entity_id, f"{kind}_id")
+        if len(features) > MAX_FEATURES_PER_ENTITY:
+            raise InvalidInputError(f"at most {MAX_FEATURES_PER_ENTITY} features per entity", code="invalid_body")
+        try:
+            write(entity_id, features)
+        except ValueError as exc:
+            raise InvalidInputError(str(exc), code="invalid_body") from None
+        return len(features)
+
+    def add_interactions(self, records: list[Mapping], idempotency_key: str | None = None) -> WriteResult:
+        """Append interactions to the training log and the users' seen sets, exactly once per key.
+
+        Raises
+        ------
+        InvalidInputError
+            Too many records or a bad one (``invalid_body``); InvalidIdempotencyKeyError for a bad key.
+        IdempotencyConflictError
+            The key was used before for different records.
+        StoreUnavailableError
+            Redis did not answer.
+        """
+        limit = self.settings.max_interactions_per_request
+        if len(records) > limit:
+            raise InvalidInputError(f"at most {limit} interactions per request", code="invalid_body")
+        try:
+            return self.store.add_interactions_once(records, idempotency_key=idempotency_key,
+                                                    ttl=self.settings.idempotency_ttl)
+        except InvalidInputError:
+            raise
+        except ValueError as exc:
+            if type(exc) is not ValueError:  # IdempotencyConflictError and other domain errors pass
+                raise
+            raise InvalidInputError(str(exc), code="invalid_body") from None
+
+    # ------------------------------------------------------------------ retraining and the model
+
+    def submit_retrain(self, force: bool = False) -> tuple[str, bool]:
+        """Queue a retrain job: (job id, created); the active job's id when one is queued or running."""
+        return jobs.submit_job(self.store, force=force, ttl=self.settings.retrain_lock_ttl)
+
+    def retrain_job(self, job_id: str) -> dict:
+        """A job's status, metrics and version.
+
+        Raises
+        ------
+        InvalidInputError
+            A job id longer than 64 characters (``invalid_id``).
+        NotFoundError
+            No such job (code ``unknown_job``).
+        """
+        if len(job_id) > 64:
+            raise InvalidInputError("job ids are at most 64 characters", code="invalid_id")
+        job = jobs.get_job(self.store, job_id, lock_ttl=self.settings.retrain_lock_ttl)
+        if job is None:
+            raise NotFoundError(f"no retrain job {job_id!r}", code="unknown_job")
+        return job
+
+    def model_info(self) -> dict:
+        """The serving model: version, when trained and loaded, sizes, parameters and metrics."""
+        snap = self.snapshot()
+        extra = snap.meta.get("extra", {})
+        return {"version": snap.version, "trained_at": extra.get("trained_at"), "loaded_at": snap.loaded_at,
+                "worker_pid": os.getpid(), "users": snap.model.n_users, "items": snap.model.n_items,
+                "new_items_with_features": len(snap.items.extra_ids),
+                "params": {"indicators": snap.model.indicators, "row_norm": snap.model.row_norm,
+                           **snap.meta.get("lightfm_params", {})},
+                "metrics": extra.get("metrics", {})}
+
+    def readiness(self) -> dict:
+        """Whether this process can answer: a model is loaded and Redis answers (``ready``), and why not."""
+        snap = self.holder.snapshot
+        redis_ok = self.store.ping()
+        watcher = self.watcher
+        body = {"ready": snap is not None and redis_ok, "model_loaded": snap is not None,
+                "model_version": snap.version if snap else None, "redis": "ok" if redis_ok else "unavailable",
+                "watcher_last_check_age_s": round(time.time() - watcher.last_check, 3) if watcher.last_check
+                else None}
+        if watcher.last_error:
+            body["watcher_error"] = watcher.last_error
+        if self.holder.failed_versions:
+            body["skipped_versions"] = sorted(self.holder.failed_versions)
+        return body
+
+
+def _check_id(value: object, what: str) -> str:
+    """A canonical id, or InvalidInputError (code ``invalid_id``)."""
+    try:
+        return check_id(value, what)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc), code="invalid_id") from None

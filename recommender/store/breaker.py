@@ -1,0 +1,98 @@
+"""A circuit breaker for the request path's Redis read: after a failure, degrade at once for a while.
+
+Without it, every request that needs Redis while Redis is down or stalled waits out the timeouts and
+retries of its own call (~0.8 s with the defaults) before answering degraded, and requests queued
+behind those threads wait that long again. With it, the first failure opens the circuit for
+``open_seconds``: calls in that time fail at once with StoreUnavailableError (the view answers from
+the model alone). Then one call at a time is let through to probe Redis ("half-open"); its success
+closes the circuit, its failure opens it again. Per process, thread-safe, no background thread.
+
+    breaker = CircuitBreaker(open_seconds=1.0)
+    features, seen = breaker.call(store.get_user, user_id)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, TypeVar
+
+from ..errors import StoreUnavailableError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class CircuitBreaker:
+    """Fail fast on StoreUnavailableError for ``open_seconds`` after one; then probe with one call."""
+
+    def __init__(self, open_seconds: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        if not open_seconds > 0:
+            raise ValueError(f"open_seconds must be > 0, got {open_seconds!r}")
+        self.open_seconds = float(open_seconds)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._open_until = 0.0  # 0: closed
+        self._probing = False
+        self.rejected = 0  # calls failed fast while open
+
+    @property
+    def state(self) -> str:
+        """"closed", "open" or "half-open" (the open period is over; the next call probes)."""
+        with self._lock:
+            if not self._open_until:
+                return "closed"
+            return "open" if self._clock() < self._open_until else "half-open"
+
+    def call(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        """``fn(*args, **kwargs)``, or StoreUnavailableError at once while the circuit is open.
+
+        Only StoreUnavailableError counts as a failure; any other exception (a bad id, say) passes
+        through and leaves the circuit as it was.
+        """
+        with self._lock:
+            if self._open_until:
+                if self._clock() < self._open_until or self._probing:
+                    self.rejected += 1
+                    raise StoreUnavailableError("Redis failed moments ago; not retrying yet (circuit open)")
+                self._probing = True  # this call is the probe; the others still fail fast
+        try:
+            result = fn(*args, **kwargs)
+        except StoreUnavailableError:
+            with self._lock:
+                if not self._open_until:
+                    log.warning("Redis read failed: answering from the model alone for %.1f s, then probing",
+                                self.open_seconds)
+                self._open_until = self._clock() + self.open_seconds
+                self._probing = False
+            raise
+        except BaseException:
+            with self._lock:
+                self._probing = False
+            raise
+        with self._lock:
+            if self._open_until:
+                log.info("Redis answers again: circuit closed")
+            self._open_until = 0.0
+            self._probing = False
+        return result
+
+
+class GuardedReads:
+    """A feature store whose ``get_user`` goes through a CircuitBreaker; everything else is the store's.
+
+    Put it between the user cache and the store, so that cache hits are still served while the
+    circuit is open and only the reads that need Redis fail fast.
+    """
+
+    def __init__(self, store, breaker: CircuitBreaker):
+        self._store = store
+        self.breaker = breaker
+
+    def get_user(self, user_id: str):
+        """The store's get_user, failing fast while the circuit is open."""
+        return self.breaker.call(self._store.get_user, user_id)
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)

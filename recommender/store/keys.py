@@ -1,0 +1,105 @@
+"""Every Redis key the project uses, built in this one module (and parsed back here too).
+
+=================================== ========== ===================================================
+key (prefix ``reco:``)              type       holds
+=================================== ========== ===================================================
+``reco:user:{id}:features``         hash       feature name -> weight (float, written with repr)
+``reco:user:{id}:seen``             set        items the user interacted with (excluded from answers)
+``reco:item:{id}:features``         hash       feature name -> weight
+``reco:users``                      set        users that have a feature hash (O(1) counts)
+``reco:items``                      set        the item catalogue: every item that may be recommended
+``reco:items:changed``              zset       item id -> time its features were last written
+``reco:interactions``               stream     user_id, item_id, weight, timestamp: the training log
+``reco:once:key:{key}``             string     ``<count>:<digest>`` of a batch written under a client key
+``reco:once:call:{token}``          string     the same, for one call's own retries (60 s)
+``reco:model:current``              string     version id of the published model
+``reco:retrain:lock``               string     single-flight training lock (TTL, refreshed)
+``reco:retrain:active``             string     the job queued or running
+``reco:retrain:queue``              list       job ids waiting for a trainer
+``reco:job:{id}``                   hash       one retrain job's status, metrics and version
+=================================== ========== ===================================================
+
+``{id}`` is the id as given (ids may contain ``:``). Everything a request reads about one user lives
+under ``<prefix>user:``, which is what the user cache's CLIENT TRACKING follows.
+"""
+
+from __future__ import annotations
+
+FEATURES = ":features"
+SEEN = ":seen"
+_GLOB_SPECIAL = "\\*?[]"
+
+
+class Keys:
+    """Key names under one prefix. Ids must already be validated (see recommender.features.check_id)."""
+
+    def __init__(self, prefix: str = "reco:"):
+        if not isinstance(prefix, str):
+            raise ValueError(f"prefix must be a string, got {prefix!r}")
+        self.prefix = prefix
+        self.user_prefix = prefix + "user:"  # every per-user key starts with this (user-cache tracking)
+        self.item_prefix = prefix + "item:"
+        self.users = prefix + "users"
+        self.items = prefix + "items"
+        self.items_changed = prefix + "items:changed"
+        self.interactions = prefix + "interactions"
+        self.model_current = prefix + "model:current"
+        self.retrain_lock = prefix + "retrain:lock"
+        self.retrain_active = prefix + "retrain:active"
+        self.retrain_queue = prefix + "retrain:queue"
+
+    def user_features(self, user_id: str) -> str:
+        """Feature hash of a user."""
+        return f"{self.user_prefix}{user_id}{FEATURES}"
+
+    def user_seen(self, user_id: str) -> str:
+        """Seen-items set of a user."""
+        return f"{self.user_prefix}{user_id}{SEEN}"
+
+    def item_features(self, item_id: str) -> str:
+        """Feature hash of an item."""
+        return f"{self.item_prefix}{item_id}{FEATURES}"
+
+    def once_key(self, idempotency_key: str) -> str:
+        """Guard of an interaction batch written under a client's Idempotency-Key."""
+        return f"{self.prefix}once:key:{idempotency_key}"
+
+    def once_call(self, token: str = "") -> str:
+        """Guard of one call's interaction batch (``token``: random per call; "" gives the common head)."""
+        return f"{self.prefix}once:call:{token}"
+
+    def job(self, job_id: str) -> str:
+        """Hash of one retrain job."""
+        return f"{self.prefix}job:{job_id}"
+
+    # ------------------------------------------------------------------ parsing and matching
+
+    def users_of(self, key: str) -> list[str]:
+        """User ids a per-user key may belong to (both readings when an id itself ends like a suffix);
+        [] for any other key."""
+        if not key.startswith(self.user_prefix):
+            return []
+        rest = key[len(self.user_prefix):]
+        return [rest[:-len(suffix)] for suffix in (FEATURES, SEEN) if rest.endswith(suffix)]
+
+    def feature_pattern(self, kind: str) -> str:
+        """SCAN MATCH pattern of every feature hash of ``kind`` ("user" or "item"), prefix escaped."""
+        return glob_escape(self._head(kind)) + "*" + glob_escape(FEATURES)
+
+    def entity_of_feature_key(self, kind: str, key: str) -> str:
+        """The id inside a feature-hash key of ``kind``."""
+        return key[len(self._head(kind)):-len(FEATURES)]
+
+    def all_pattern(self) -> str:
+        """SCAN MATCH pattern of every key under the prefix."""
+        return glob_escape(self.prefix) + "*"
+
+    def _head(self, kind: str) -> str:
+        if kind not in ("user", "item"):
+            raise ValueError(f"kind must be 'user' or 'item', got {kind!r}")
+        return self.user_prefix if kind == "user" else self.item_prefix
+
+
+def glob_escape(text: str) -> str:
+    """Escape Redis glob metacharacters so that ``text`` matches itself literally in SCAN MATCH."""
+    return "".join("\\" + ch if ch in _GLOB_SPECIAL else ch for ch in text)

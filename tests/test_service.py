@@ -1,0 +1,97 @@
+"""RecommendationService in process: the degrade policy, absent features, input rules (real Redis)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from recommender.errors import InvalidInputError, NoModelError, NotFoundError, StoreUnavailableError
+from recommender.model import LFMRecommender
+from recommender.serving import ModelHolder, ModelSnapshot
+from recommender.service import RecommendationService
+from tests.helpers import seed_store, service_settings, small_world
+
+
+class RedisDown:
+    """The request path's user reads while Redis is down (the failure is the input, not under test)."""
+
+    def get_user(self, user_id):
+        raise StoreUnavailableError("Redis is down (simulated)")
+
+
+@pytest.fixture(scope="module")
+def world():
+    return small_world()
+
+
+@pytest.fixture(scope="module")
+def model(world):
+    return LFMRecommender(no_components=8, random_state=0).fit(world.interactions, world.user_features,
+                                                              world.item_features, epochs=3)
+
+
+@pytest.fixture
+def service(redis_url, key_prefix, tmp_path, world, model):
+    store = seed_store(redis_url, key_prefix, world)
+    holder = ModelHolder()
+    holder.swap(ModelSnapshot(model, "v-test", time.time(), {}, model.prepare_items({}), {}))
+    return RecommendationService(service_settings(redis_url, key_prefix, tmp_path), store, store, holder,
+                                 watcher=None)
+
+
+def test_known_user_with_features_in_redis_and_seen_items_excluded(service, world, model):
+    user = world.interactions["user_id"].iloc[0]
+    features, seen = service.store.get_user(user)
+    answer = service.recommend(user, 7)
+    assert (answer.strategy, answer.degraded, answer.model_version) == ("personalized", False, "v-test")
+    assert answer.items == model.recommend(user, 7, user_features=features, exclude=seen)
+    assert not {i for i, _ in answer.items} & seen
+
+
+def test_redis_down_degrades_to_the_model_alone(service, world, model):
+    user = world.interactions["user_id"].iloc[0]
+    service.users = RedisDown()
+    answer = service.recommend(user, 5)
+    assert answer.degraded is True and answer.strategy == "personalized"
+    assert answer.items == model.recommend(user, 5)  # training-time features, nothing excluded
+    assert service.recommend("nobody-knows", 5).strategy == "popular"
+
+
+def test_a_user_without_a_feature_hash_keeps_its_training_time_features(service, world, model):
+    user = world.interactions["user_id"].iloc[0]
+    service.store.set_user_features(user, {})  # deletes the hash: absent
+    _, seen = service.store.get_user(user)
+    assert service.recommend(user, 5).items == model.recommend(user, 5, exclude=seen)
+
+
+@pytest.mark.parametrize("call, code", [
+    (lambda s: s.recommend("u1", 0), "invalid_parameter"),
+    (lambda s: s.recommend("u1", 10_000), "invalid_parameter"),
+    (lambda s: s.recommend("", 5), "invalid_id"),
+    (lambda s: s.recommend("x" * 300, 5), "invalid_id"),
+    (lambda s: s.recommend("u1", 5, items=[]), "invalid_parameter"),
+    (lambda s: s.recommend("u1", 5, items=["i1"] * 5000), "invalid_parameter"),
+    (lambda s: s.set_item_features("i1", {"genre:drama": "heavy"}), "invalid_body"),
+    (lambda s: s.set_user_features("u1", {f"f{k}": 1.0 for k in range(1001)}), "invalid_body"),
+    (lambda s: s.add_interactions([{"user_id": "u1", "item_id": "i1", "weight": "x"}]), "invalid_body"),
+    (lambda s: s.add_interactions([{"user_id": "u1", "item_id": "i1"}], "bad key"), "invalid_header"),
+    (lambda s: s.retrain_job("j" * 65), "invalid_id"),
+])
+def test_bad_input_is_an_invalid_input_error_with_its_code_and_writes_nothing(service, call, code):
+    before = service.store.counts()
+    with pytest.raises(InvalidInputError) as raised:
+        call(service)
+    assert raised.value.code == code
+    assert service.store.counts() == before
+
+
+def test_unknown_job_and_no_model_are_domain_errors(service):
+    with pytest.raises(NotFoundError) as raised:
+        service.retrain_job("no-such-job")
+    assert raised.value.code == "unknown_job"
+    service.holder = ModelHolder()
+    with pytest.raises(NoModelError):
+        service.recommend("u1", 5)
+    with pytest.raises(NoModelError):
+        service.model_info()

@@ -76,19 +76,20 @@ def recommend(user_id: str):
 @api.put("/users/<path:user_id>/features")
 def put_user_features(user_id: str):
     """Replace a user's features (admin)."""
-    svc = service()
-    _admin(svc)
-    count = svc.set_user_features(user_id, _features_body())
-    return jsonify({"user_id": user_id, "features": count})
+    return _put_features("user", user_id)
 
 
 @api.put("/items/<path:item_id>/features")
 def put_item_features(item_id: str):
     """Replace an item's features and add it to the catalogue (admin)."""
+    return _put_features("item", item_id)
+
+
+def _put_features(kind: str, entity_id: str):
     svc = service()
     _admin(svc)
-    count = svc.set_item_features(item_id, _features_body())
-    return jsonify({"item_id": item_id, "features": count})
+    write = svc.set_user_features if kind == "user" else svc.set_item_features
+    return jsonify({f"{kind}_id": entity_id, "features": write(entity_id, _features_body())})
 
 
 @api.post("/interactions")

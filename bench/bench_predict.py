@@ -38,6 +38,7 @@ import pandas as pd
 from lightfm import LightFM
 
 from recommender.model import LFMRecommender
+from recommender.sysinfo import cpu_name, usable_cores
 from benchlib import ROOT, print_table, report_paths, save_figure
 
 TOP_N = 10
@@ -67,6 +68,14 @@ def parse_size(text: str) -> int:
     text = text.strip().lower().replace("_", "")
     scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)
     return int(round(float(text[:-1] if scale > 1 else text) * scale))
+
+
+def parse_sizes(parser, text: str) -> list[int]:
+    """Comma-separated catalogue sizes (see parse_size), each above TOP_N; a parser error otherwise."""
+    sizes = [parse_size(s) for s in text.split(",") if s.strip()]
+    if not sizes or min(sizes) <= TOP_N:
+        parser.error(f"sizes must be > {TOP_N}")
+    return sizes
 
 
 def human_size(n: int) -> str:
@@ -272,18 +281,7 @@ def bench_size(n_items: int, k: int, repeats: int | None, seed: int) -> SizeRun:
 # ---------------------------------------------------------------------------------------------- report
 
 def machine_info() -> dict[str, str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
+    cpu, usable = cpu_name(), usable_cores()
     blas = "unknown"
     try:
         from threadpoolctl import threadpool_info
@@ -453,9 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="docs/bench_predict.png", help="PNG path; the .md goes next to it")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
-    if not sizes or min(sizes) <= TOP_N:
-        parser.error(f"sizes must be > {TOP_N}")
+    sizes = parse_sizes(parser, args.sizes)
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be >= 1")
     png, md = report_paths(args.out)

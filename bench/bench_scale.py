@@ -43,7 +43,7 @@ from recommender.model.ann import AnnIndex
 from benchlib import machine_lines, print_table, report_paths, save_figure, wait_for_quiet
 from recommender.model import LFMRecommender
 from bench_predict import (
-    LARGE, TOP_N, bare_topn, fmt_us, human_size, machine_info, measure, parse_size, synthetic_frames,
+    LARGE, TOP_N, bare_topn, fmt_us, human_size, machine_info, measure, parse_sizes, synthetic_frames,
 )
 
 P99_TARGET_MS = 15.0  # the issue: "if p99 at 1M items is above 15 ms, add an approximate top-k index"
@@ -427,9 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="docs/bench_scale.png", help="PNG path; the .md goes next to it")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
-    if not sizes or min(sizes) <= TOP_N:
-        parser.error(f"sizes must be > {TOP_N}")
+    sizes = parse_sizes(parser, args.sizes)
     png, md = report_paths(args.out)
 
     started = time.perf_counter()

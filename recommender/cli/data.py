@@ -41,12 +41,10 @@ def demo_data_main(argv: list[str] | None = None) -> int:
     if args.users < 1 or args.items < 2:
         parser.error("--users must be >= 1 and --items >= 2")
     world = make_world(args.users, args.items, seed=args.seed)
-    paths = write_standard(world, args.out_dir)
-    print(f"{len(world.interactions)} interactions, {len(world.user_features)} user feature rows, "
-          f"{len(world.item_features)} item feature rows, {len(world.holdout)} held-back interactions "
-          f"({len(world.new_users)} new users, {len(world.new_items)} new items)")
-    for name, path in paths.items():
-        print(f"  {name:14s} {path}")
+    _write(world, args.out_dir,
+           f"{len(world.interactions)} interactions, {len(world.user_features)} user feature rows, "
+           f"{len(world.item_features)} item feature rows, {len(world.holdout)} held-back interactions "
+           f"({len(world.new_users)} new users, {len(world.new_items)} new items)")
     return 0
 
 
@@ -62,13 +60,19 @@ def movielens_main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    paths = write_standard((interactions, user_features, item_features), args.out_dir)
-    print(f"{len(interactions)} ratings of {interactions['user_id'].nunique()} users on "
-          f"{interactions['item_id'].nunique()} items; {len(user_features)} user and "
-          f"{len(item_features)} item feature rows")
+    _write((interactions, user_features, item_features), args.out_dir,
+           f"{len(interactions)} ratings of {interactions['user_id'].nunique()} users on "
+           f"{interactions['item_id'].nunique()} items; {len(user_features)} user and "
+           f"{len(item_features)} item feature rows")
+    return 0
+
+
+def _write(data, out_dir: Path, summary: str) -> None:
+    """Write the standard files and say what was written where."""
+    paths = write_standard(data, out_dir)
+    print(summary)
     for name, path in paths.items():
         print(f"  {name:14s} {path}")
-    return 0
 
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import shlex
 import sys
 import time
@@ -35,6 +34,7 @@ from tqdm import tqdm
 
 from ..model import LFMRecommender
 from ..settings import Settings
+from ..sysinfo import machine_info
 from .metrics import evaluate_split, metric_names
 from .splits import SCENARIOS, Split, holdout_split, world_split
 
@@ -333,25 +333,6 @@ def seed_table(curves: list[Curve], epochs: int, ref: dict[str, float]) -> list[
         row.append(f"{lifts.mean():.3f} ± {lifts.std(ddof=1):.3f}" if len(lifts) > 1 else f"{lifts.mean():.3f}")
         rows.append(row)
     return md_table(header, rows)
-
-
-def machine_info() -> dict[str, str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
-    import lightfm
-
-    return {"cpu": cpu, "cores": str(cores), "os": platform.platform(), "python": platform.python_version(),
-            "numpy": np.__version__, "pandas": pd.__version__, "lightfm": getattr(lightfm, "__version__", "?")}
 
 
 def write_report(path: Path, args, data_desc: str, split: Split, runs: list[Run], curves: list[Curve],

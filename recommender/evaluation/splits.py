@@ -69,12 +69,7 @@ def cold_user_split(interactions: pd.DataFrame, user_features: pd.DataFrame | No
     with items that never occur in train (no model can rank those among known items). A held-out
     user reaches the model only through its features.
     """
-    frame = interactions.reset_index(drop=True)
-    cold = _pick_held_out(frame["user_id"], user_features, "user_id", frac, seed)
-    is_cold = frame["user_id"].isin(cold).to_numpy()
-    train, test = frame[~is_cold], frame[is_cold]
-    test = test[test["item_id"].isin(set(train["item_id"]))]
-    return train.reset_index(drop=True), test.reset_index(drop=True)
+    return _hold_out(interactions, user_features, "user_id", "item_id", frac, seed)
 
 
 def cold_item_split(interactions: pd.DataFrame, item_features: pd.DataFrame | None, frac: float = 0.1,
@@ -84,11 +79,17 @@ def cold_item_split(interactions: pd.DataFrame, item_features: pd.DataFrame | No
     Train has no interaction with the held-out items; test has all interactions with them except
     those of users who then have nothing left in train (they would be cold users as well).
     """
+    return _hold_out(interactions, item_features, "item_id", "user_id", frac, seed)
+
+
+def _hold_out(interactions: pd.DataFrame, features: pd.DataFrame | None, side: str, other: str, frac: float,
+              seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out ``frac`` of the ids in column ``side``; test keeps only rows whose ``other`` id is in train."""
     frame = interactions.reset_index(drop=True)
-    cold = _pick_held_out(frame["item_id"], item_features, "item_id", frac, seed)
-    is_cold = frame["item_id"].isin(cold).to_numpy()
+    cold = _pick_held_out(frame[side], features, side, frac, seed)
+    is_cold = frame[side].isin(cold).to_numpy()
     train, test = frame[~is_cold], frame[is_cold]
-    test = test[test["user_id"].isin(set(train["user_id"]))]
+    test = test[test[other].isin(set(train[other]))]
     return train.reset_index(drop=True), test.reset_index(drop=True)
 
 

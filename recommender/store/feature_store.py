@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -100,15 +101,11 @@ class RedisFeatureStore:
         """
         uid = check_id(user_id, "user_id")
         feats = check_features(features)
-        key = self.keys.user_features(uid)
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(key)
+        with self._replace_features(self.keys.user_features(uid), feats) as pipe:
             if feats:
-                pipe.hset(key, mapping=feats)
                 pipe.sadd(self.keys.users, uid)
             else:
                 pipe.srem(self.keys.users, uid)
-            pipe.execute()
 
     @store_errors
     def set_item_features(self, item_id: str, features: Mapping[str, float], *,
@@ -127,14 +124,19 @@ class RedisFeatureStore:
         """
         iid = check_id(item_id, "item_id")
         feats = check_features(features)
-        key = self.keys.item_features(iid)
+        with self._replace_features(self.keys.item_features(iid), feats) as pipe:
+            if add_to_catalogue:
+                pipe.sadd(self.keys.items, iid)
+            pipe.zadd(self.keys.items_changed, {iid: time.time()})
+
+    @contextmanager
+    def _replace_features(self, key: str, feats: dict[str, float]):
+        """A MULTI/EXEC that replaces the hash at ``key`` by ``feats``; the caller adds its own commands."""
         with self.client.pipeline(transaction=True) as pipe:
             pipe.delete(key)
             if feats:
                 pipe.hset(key, mapping=feats)
-            if add_to_catalogue:
-                pipe.sadd(self.keys.items, iid)
-            pipe.zadd(self.keys.items_changed, {iid: time.time()})
+            yield pipe
             pipe.execute()
 
     def add_interactions(self, records: Iterable[Mapping], *, idempotency_key: str | None = None,
@@ -348,16 +350,9 @@ class RedisFeatureStore:
 
     @store_errors
     def snapshot(self, after_id: str | None = None) -> Snapshot:
-        """Read the interaction log (after ``after_id``, exclusive) and every feature hash, for training.
+        """The interaction log (after ``after_id``, exclusive) and every feature hash, as frames for training.
 
-        The log is read with XRANGE in chunks of 10,000 up to the last entry that existed when the call
-        began, so a busy writer cannot keep it running. Feature hashes are found with SCAN (TYPE hash)
-        of ``{prefix}user:*:features`` / ``{prefix}item:*:features`` and read with pipelined HGETALL;
-        ids are recovered by stripping the known prefix and suffix, so ids containing ``:`` work. SCAN
-        (not the ``users``/``items`` sets) is used so that features of items kept out of the catalogue
-        are included. The tables are read one after the other, not at one point in time; each entity's
-        features are consistent (they are written in one transaction). Needs Redis >= 6.2 (exclusive
-        XRANGE bounds).
+        See :func:`recommender.store.snapshot.read_snapshot` (chunked reads; needs Redis >= 6.2).
 
         Raises
         ------

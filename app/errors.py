@@ -12,7 +12,8 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from recommender.errors import (IdempotencyConflictError, InvalidInputError, LockedError, NoModelError, NotFittedError,
-                                NotFoundError, RecommenderError, StoreUnavailableError, UnknownUserError)
+                                NotFoundError, RecommenderError, StoreUnavailableError, UnknownItemError,
+                                UnknownUserError)
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,7 @@ DOMAIN_ERRORS: list[tuple[type[RecommenderError], int, dict, str | None]] = [
     (InvalidInputError, 400, {}, None),  # InvalidIdempotencyKeyError included (code invalid_header)
     (IdempotencyConflictError, 422, {}, None),
     (UnknownUserError, 404, {}, None),
+    (UnknownItemError, 404, {}, None),
     (NotFoundError, 404, {}, None),
     (LockedError, 409, {}, None),
     (NoModelError, 503, {"Retry-After": "5"}, None),

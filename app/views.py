@@ -58,19 +58,71 @@ def _admin(svc: RecommendationService) -> None:
     require_admin(svc.settings.admin_token)
 
 
+def _id_list(args, name: str) -> list[str] | None:
+    """A comma-separated query parameter as a list (None when absent)."""
+    raw = args.get(name)
+    return None if raw is None else [i.strip() for i in raw.split(",") if i.strip()]
+
+
+def _filters(args) -> list[list[str]]:
+    """``filter=a|b`` parameters (repeatable): every one must hold; a|b holds when an item has a or b."""
+    return [[name.strip() for name in raw.split("|")] for raw in args.getlist("filter")]
+
+
 @api.get("/recommend/<path:user_id>")
 def recommend(user_id: str):
     """Top-N items for a user; see the OpenAPI document for parameters."""
     svc = service()
     args = request.args  # one proxy lookup; each request.<attr> goes through a context variable
-    raw_items = args.get("items")
-    items = None if raw_items is None else [i.strip() for i in raw_items.split(",") if i.strip()]
-    answer = svc.recommend(user_id, _int_arg(args, "n"), items=items,
-                           exclude_seen=_bool_arg(args, "exclude_seen", True))
+    answer = svc.recommend(user_id, _int_arg(args, "n"), items=_id_list(args, "items"),
+                           exclude_seen=_bool_arg(args, "exclude_seen", True),
+                           exclude=_id_list(args, "exclude") or (), filters=_filters(args))
     metrics.child(metrics.RECOMMENDATIONS, answer.strategy, "true" if answer.degraded else "false").inc()
     return jsonify({"user_id": answer.user_id, "model_version": answer.model_version, "strategy": answer.strategy,
                     "degraded": answer.degraded,
                     "items": [{"item_id": item, "score": round(score, 6)} for item, score in answer.items]})
+
+
+@api.get("/items/<path:item_id>/similar")
+def similar_items(item_id: str):
+    """The items nearest to an item in the model's item representation (cosine)."""
+    args = request.args
+    version, known, items = service().similar_items(item_id, _int_arg(args, "n"),
+                                                    exclude=_id_list(args, "exclude") or (), filters=_filters(args))
+    return jsonify({"item_id": item_id, "model_version": version, "known_to_model": known,
+                    "items": [{"item_id": item, "score": round(score, 6)} for item, score in items]})
+
+
+@api.get("/users/<path:user_id>")
+def get_user(user_id: str):
+    """What the store holds about a user, and whether the model knows it (admin)."""
+    svc = service()
+    _admin(svc)
+    return jsonify(svc.user_info(user_id))
+
+
+@api.delete("/users/<path:user_id>")
+def delete_user(user_id: str):
+    """Erase a user: features, seen and negative items, its interactions in the log (admin)."""
+    svc = service()
+    _admin(svc)
+    return jsonify(svc.erase_user(user_id))
+
+
+@api.get("/items/<path:item_id>")
+def get_item(item_id: str):
+    """What the store holds about an item, and whether the model knows it (admin)."""
+    svc = service()
+    _admin(svc)
+    return jsonify(svc.item_info(item_id))
+
+
+@api.delete("/items/<path:item_id>")
+def delete_item(item_id: str):
+    """Take an item out of the catalogue (admin)."""
+    svc = service()
+    _admin(svc)
+    return jsonify(svc.delete_item(item_id))
 
 
 @api.put("/users/<path:user_id>/features")

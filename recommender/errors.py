@@ -42,6 +42,15 @@ class UnknownUserError(RecommenderError, KeyError):
         return str(self.args[0]) if self.args else "unknown user"
 
 
+class UnknownItemError(RecommenderError, KeyError):
+    """An item is neither known to the model nor given with usable features."""
+
+    code = "unknown_item"
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "unknown item"
+
+
 class NotFoundError(RecommenderError, LookupError):
     """A named thing (a retrain job, an entity) does not exist."""
 

@@ -19,6 +19,13 @@ import scipy.sparse as sp
 ROW_NORMS = ("features", "together", "none")
 MAX_ID_LENGTH = 256
 MAX_FEATURE_LENGTH = 256
+MAX_WEIGHT = 100.0  # default bound of |weight| for interactions and features (setting MAX_WEIGHT)
+# The id grammar, one place for every way an id enters (PUT, POST, bulk loads, query lists): 1 to 256
+# characters, none of them a control character, no leading or trailing whitespace, and none of the
+# separators of the API: "," (lists in query strings: items=, exclude=) and "/" (path segments:
+# /items/<id>/similar). Feature names follow the same rules and also exclude "|" (filter=a|b).
+ID_FORBIDDEN = ",/"
+FEATURE_FORBIDDEN = ",|"
 
 
 def normalize_id(value: object) -> str:
@@ -34,37 +41,47 @@ def normalize_id(value: object) -> str:
     raise ValueError(f"id must be a string or an integer, got {value!r}")
 
 
-def check_weight(name: str, weight: object) -> float:
-    """Return the weight as a float, or raise ValueError if it is not a finite number."""
+def check_weight(what: str, weight: object, max_abs: float | None = None) -> float:
+    """Return the weight as a float, or raise ValueError if it is not a finite number (of at most
+    ``max_abs`` in absolute value, when given). ``what`` names its owner in messages ("feature 'a'")."""
     if isinstance(weight, (bool, np.bool_)) or not isinstance(weight, (int, float, np.integer, np.floating)):
-        raise ValueError(f"weight of feature {name!r} must be a number, got {weight!r}")
+        raise ValueError(f"weight of {what} must be a number, got {weight!r}")
     value = float(weight)
     if not math.isfinite(value):
-        raise ValueError(f"weight of feature {name!r} must be finite, got {value}")
+        raise ValueError(f"weight of {what} must be finite, got {value}")
+    if max_abs is not None and abs(value) > max_abs:
+        raise ValueError(f"weight of {what} is {value:g}; weights must be within [-{max_abs:g}, {max_abs:g}] "
+                         f"(MAX_WEIGHT)")
     return value
 
 
-def check_id(value: object, what: str = "id") -> str:
-    """Return the canonical id (see normalize_id), or raise ValueError if it is empty or too long."""
-    canonical = normalize_id(value)
-    if not canonical:
+def _check_text(text: str, what: str, limit: int, forbidden: str) -> str:
+    """``text`` if it is 1 to ``limit`` characters without control characters, surrounding whitespace or
+    any of ``forbidden``; ValueError naming the first problem otherwise."""
+    if not text:
         raise ValueError(f"{what} must not be empty")
-    if len(canonical) > MAX_ID_LENGTH:
-        raise ValueError(f"{what} is {len(canonical)} characters long, the limit is {MAX_ID_LENGTH}: "
-                         f"{canonical[:40]!r}...")
-    return canonical
+    if len(text) > limit:
+        raise ValueError(f"{what} is {len(text)} characters long, the limit is {limit}: {text[:40]!r}...")
+    if text != text.strip():
+        raise ValueError(f"{what} must not start or end with whitespace: {text[:60]!r}")
+    for ch in text:
+        if ch in forbidden:
+            raise ValueError(f"{what} must not contain {ch!r} (a separator of the API): {text[:60]!r}")
+        if ord(ch) < 0x20 or 0x7f <= ord(ch) < 0xa0:
+            raise ValueError(f"{what} must not contain control characters: {text[:60]!r}")
+    return text
+
+
+def check_id(value: object, what: str = "id") -> str:
+    """The canonical id (see normalize_id) if it follows the id grammar (ID_FORBIDDEN above), else ValueError."""
+    return _check_text(normalize_id(value), what, MAX_ID_LENGTH, ID_FORBIDDEN)
 
 
 def check_feature_name(name: object) -> str:
-    """Return the feature name, or raise ValueError if it is not a non-empty string of bounded length."""
+    """The feature name if it is a string following the feature-name grammar, else ValueError."""
     if not isinstance(name, str):
         raise ValueError(f"feature name must be a string, got {name!r}")
-    if not name:
-        raise ValueError("feature names must not be empty")
-    if len(name) > MAX_FEATURE_LENGTH:
-        raise ValueError(f"feature name is {len(name)} characters long, the limit is {MAX_FEATURE_LENGTH}: "
-                         f"{name[:40]!r}...")
-    return name
+    return _check_text(name, "feature name", MAX_FEATURE_LENGTH, FEATURE_FORBIDDEN)
 
 
 def build_rows(
@@ -218,7 +235,7 @@ class FeatureSpace:
         ignored: Counter = Counter()
         offset = self.feature_offset
         for name, weight in (feats or {}).items():
-            w = check_weight(name, weight)
+            w = check_weight(f"feature {name!r}", weight)
             col = self.feature_index.get(name)
             if col is None:
                 ignored[name] += 1

@@ -14,10 +14,10 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 from .errors import InvalidInputError, NoModelError, NotFoundError, StoreUnavailableError
-from .features import check_id
+from .features import check_feature_name, check_id
 from .serving import ModelHolder, ModelSnapshot, ModelWatcher
 from .settings import Settings
 from .store import RedisFeatureStore, WriteResult, jobs
@@ -28,6 +28,7 @@ from .training import Trainer
 log = logging.getLogger(__name__)
 
 MAX_FEATURES_PER_ENTITY = 1000
+MAX_FILTER_NAMES = 50  # feature names in one request's filters
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,8 @@ class RecommendationService:
         store = RedisFeatureStore.from_url(settings.redis_url, prefix=settings.redis_prefix,
                                            socket_timeout=settings.redis_timeout,
                                            connect_timeout=settings.redis_timeout, health_check_interval=0,
-                                           max_interactions=settings.max_interactions)
+                                           max_interactions=settings.max_interactions,
+                                           max_weight=settings.max_weight)
         users = store
         if settings.redis_breaker_seconds:  # after a failed read, requests that need Redis degrade at once
             users = GuardedReads(users, CircuitBreaker(settings.redis_breaker_seconds))
@@ -106,7 +108,8 @@ class RecommendationService:
         trainer = None
         if settings.trainer_in_app:
             trainer_store = RedisFeatureStore.from_url(settings.redis_url, prefix=settings.redis_prefix,
-                                                       socket_timeout=10.0, connect_timeout=2.0)
+                                                       socket_timeout=10.0, connect_timeout=2.0,
+                                                       max_weight=settings.max_weight)
             trainer = Trainer(trainer_store, settings, on_result=hooks.on_retrain).start()
         return cls(settings, store, users, holder, watcher, trainer)
 
@@ -128,48 +131,104 @@ class RecommendationService:
         return snap
 
     def recommend(self, user_id: str, n: int | None = None, *, items: Iterable[str] | None = None,
-                  exclude_seen: bool = True) -> Recommendation:
+                  exclude_seen: bool = True, exclude: Iterable[str] = (),
+                  filters: Sequence[Sequence[str]] = ()) -> Recommendation:
         """The top ``n`` (DEFAULT_N when None) items for a user, from one model snapshot.
 
-        The user's features and seen items come from Redis (or the user cache) in one round trip. When
-        Redis fails the answer is degraded, not an error: the model alone answers (a known user's
-        training-time features, no seen-item exclusion). A user without a feature hash in Redis is
-        scored with its training-time features. ``items`` restricts the candidates (at most
-        MAX_CANDIDATES ids).
+        The user's features, seen and negative items come from Redis (or the user cache) in one round
+        trip. When Redis fails the answer is degraded, not an error: the model alone answers (a known
+        user's training-time features, nothing excluded but ``exclude``). A user whose features were
+        never written is scored with its training-time features; one whose features were set to {} by
+        its indicator alone. Items the user gave a negative signal are never recommended, even with
+        ``exclude_seen=False``. ``items`` restricts the candidates (at most MAX_CANDIDATES ids),
+        ``exclude`` removes ids, ``filters`` keeps items with the given features (every group must
+        hold; a group holds when the item has any of its names). Only catalogue items are answered.
 
         Raises
         ------
         InvalidInputError
-            Bad user id (code ``invalid_id``), ``n`` outside [1, MAX_N] or a bad candidate list
-            (``invalid_parameter``).
+            Bad user id (code ``invalid_id``), ``n`` outside [1, MAX_N], a bad candidate, exclusion or
+            filter list (``invalid_parameter``).
         NoModelError
             No model is loaded yet.
         """
-        s = self.settings
         uid = _check_id(user_id, "user_id")
-        n = s.default_n if n is None else n
-        if not 1 <= n <= s.max_n:
-            raise InvalidInputError(f"n must be between 1 and {s.max_n}, got {n}", code="invalid_parameter")
-        candidates = None
-        if items is not None:
-            candidates = list(items)
-            if not candidates:
-                raise InvalidInputError("items must be a comma-separated list of item ids", code="invalid_parameter")
-            if len(candidates) > s.max_candidates:
-                raise InvalidInputError(f"items may list at most {s.max_candidates} ids", code="invalid_parameter")
-            for item in candidates:
-                _check_id(item, "each item id")
+        n = self._check_n(n)
+        candidates = None if items is None else self._check_ids(items, "items", allow_empty=False)
+        excluded = self._check_ids(exclude, "exclude")
+        groups = self._check_filters(filters)
         snap = self.snapshot()  # one snapshot for the whole request
         degraded = False
         try:
-            features, seen = self.users.get_user(uid)
+            features, seen, negative = self.users.get_user(uid)
         except StoreUnavailableError:
-            features, seen, degraded = {}, set(), True
-        # no feature hash in Redis: a known user keeps its training-time features
-        ranking = snap.model.rank(uid, n, user_features=features or None, item_features=snap.items,
-                                  item_ids=candidates, exclude=seen if exclude_seen else (),
+            features, seen, negative, degraded = None, set(), set(), True
+        skip = seen if exclude_seen else negative
+        if excluded:
+            skip = skip | set(excluded)
+        ranking = snap.model.rank(uid, n, user_features=features, item_features=snap.items,
+                                  item_ids=candidates, exclude=skip, filters=groups,
                                   approximate=True)  # used only when the model was published with an index
         return Recommendation(uid, snap.version, ranking.strategy, degraded, ranking.items, ranking.unscorable)
+
+    def similar_items(self, item_id: str, n: int | None = None, *, exclude: Iterable[str] = (),
+                      filters: Sequence[Sequence[str]] = ()) -> tuple[str, bool, list[tuple[str, float]]]:
+        """(model version, whether the model knows the item, the ``n`` nearest catalogue items by cosine).
+
+        Known items and new catalogue items with features alike; see ScoringIndex.similar for what
+        "similar" means.
+
+        Raises
+        ------
+        InvalidInputError
+            Bad id, ``n``, exclusion or filter list.
+        UnknownItemError
+            The item is neither known to the model nor a catalogue item with usable features.
+        NoModelError
+            No model is loaded yet.
+        """
+        iid = _check_id(item_id, "item_id")
+        n = self._check_n(n)
+        excluded = self._check_ids(exclude, "exclude")
+        groups = self._check_filters(filters)
+        snap = self.snapshot()
+        items = snap.model.index.similar(iid, n, item_features=snap.items, exclude=excluded, filters=groups).items
+        return snap.version, iid in snap.model.item_space.id_index, items
+
+    def _check_n(self, n: int | None) -> int:
+        s = self.settings
+        n = s.default_n if n is None else n
+        if not 1 <= n <= s.max_n:
+            raise InvalidInputError(f"n must be between 1 and {s.max_n}, got {n}", code="invalid_parameter")
+        return n
+
+    def _check_ids(self, ids: Iterable[str], name: str, allow_empty: bool = True) -> list[str]:
+        """A list of valid ids (at most MAX_CANDIDATES), or InvalidInputError naming the parameter."""
+        ids = list(ids)
+        if not ids and not allow_empty:
+            raise InvalidInputError(f"{name} must be a comma-separated list of item ids", code="invalid_parameter")
+        if len(ids) > self.settings.max_candidates:
+            raise InvalidInputError(f"{name} may list at most {self.settings.max_candidates} ids",
+                                    code="invalid_parameter")
+        try:
+            return [check_id(i, f"each id in {name}") for i in ids]
+        except ValueError as exc:
+            raise InvalidInputError(str(exc), code="invalid_parameter") from None
+
+    def _check_filters(self, filters: Sequence[Sequence[str]]) -> list[list[str]]:
+        """Feature-name groups, each non-empty and valid; at most MAX_FILTER_NAMES names in all."""
+        groups = [list(group) for group in filters]
+        if sum(map(len, groups)) > MAX_FILTER_NAMES:
+            raise InvalidInputError(f"filters may name at most {MAX_FILTER_NAMES} features", code="invalid_parameter")
+        for group in groups:
+            if not group:
+                raise InvalidInputError("each filter needs at least one feature name", code="invalid_parameter")
+            for name in group:
+                try:
+                    check_feature_name(name)
+                except ValueError as exc:
+                    raise InvalidInputError(f"filter: {exc}", code="invalid_parameter") from None
+        return groups
 
     # ------------------------------------------------------------------ features and interactions
 
@@ -223,6 +282,36 @@ class RecommendationService:
             if type(exc) is not ValueError:  # IdempotencyConflictError and other domain errors pass
                 raise
             raise InvalidInputError(str(exc), code="invalid_body") from None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def delete_item(self, item_id: str) -> dict:
+        """Take an item out of the catalogue: no process recommends it (or answers it as similar) after
+        WATCH_INTERVAL; a later PUT of its features brings it back. Returns {"item_id", "removed"}."""
+        iid = _check_id(item_id, "item_id")
+        return {"item_id": iid, "removed": self.store.remove_item(iid)}
+
+    def erase_user(self, user_id: str) -> dict:
+        """Erase everything kept under a user's id (features, seen and negative items, its interactions in
+        the log); the next retrain forgets the user. Returns what was erased."""
+        uid = _check_id(user_id, "user_id")
+        return {"user_id": uid, "erased": self.store.erase_user(uid)}
+
+    def user_info(self, user_id: str) -> dict:
+        """What the store holds about a user and whether the serving model knows it."""
+        uid = _check_id(user_id, "user_id")
+        info = {"user_id": uid, **self.store.describe_user(uid)}
+        snap = self.holder.snapshot
+        info["known_to_model"] = None if snap is None else uid in snap.model.user_space.id_index
+        return info
+
+    def item_info(self, item_id: str) -> dict:
+        """What the store holds about an item and whether the serving model knows it."""
+        iid = _check_id(item_id, "item_id")
+        info = {"item_id": iid, **self.store.describe_item(iid)}
+        snap = self.holder.snapshot
+        info["known_to_model"] = None if snap is None else iid in snap.model.item_space.id_index
+        return info
 
     # ------------------------------------------------------------------ retraining and the model
 

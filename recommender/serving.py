@@ -1,8 +1,10 @@
 """Serving state: one immutable snapshot per model version, swapped atomically by a watcher thread.
 
 A request reads ``ModelHolder.snapshot`` once and uses that object throughout, so a swap in the
-middle of a request cannot mix two models. The watcher loads new versions and refreshes the features
-of catalogue items that changed since training, off the request path.
+middle of a request cannot mix two models. The watcher loads new versions and follows the catalogue
+off the request path: features of items that changed since training, new items, and which items may be
+recommended at all (the catalogue set is the one source of truth: an item the model learned from
+interactions but that was never PUT, or was deleted, is never recommended).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class ModelSnapshot:
     meta: dict
     items: PreparedItems  # new catalogue items and known items whose features changed since training
     item_features: dict = field(repr=False)  # the raw features behind ``items``
+    recommendable: np.ndarray = field(repr=False, default=None)  # per known item: in the catalogue now
 
 
 class ModelHolder:
@@ -129,8 +132,13 @@ class ModelWatcher:
         meta = dict(getattr(model, "artifact_meta", {}))
         since = float(meta.get("extra", {}).get("data_snapshot_at", 0.0))
         changes_from = time.time()
-        features = self._overlay_features(model, since)
-        snapshot = ModelSnapshot(model, version, time.time(), meta, model.prepare_items(features), features)
+        catalogue = self.store.catalogue()
+        recommendable = np.fromiter((i in catalogue for i in model.item_space.ids), dtype=bool,
+                                    count=model.n_items)
+        features = self._overlay_features(model, since, catalogue)
+        snapshot = ModelSnapshot(model, version, time.time(), meta,
+                                 model.index.prepare_items(features, recommendable=recommendable), features,
+                                 recommendable)
         self._changes_seen_at = changes_from
         self.holder.swap(snapshot)
         log.info("serving model %s (%d users, %d items, %d overlay items) after %.2fs", version, model.n_users,
@@ -138,11 +146,12 @@ class ModelWatcher:
         if self.on_swap:
             self.on_swap(snapshot)
 
-    def _overlay_features(self, model: LFMRecommender, since: float) -> dict:
-        """Features of catalogue items the model does not know, and of items changed since its data snapshot."""
-        catalogue = self.store.catalogue()
-        wanted = {i for i in catalogue if i not in model.item_space.id_index}
-        wanted.update(i for i, _ in self.store.item_changes_since(since))
+    def _overlay_features(self, model: LFMRecommender, since: float, catalogue: set[str]) -> dict:
+        """Features of catalogue items the model does not know, and of known items changed since its data
+        snapshot."""
+        known = model.item_space.id_index
+        wanted = {i for i in catalogue if i not in known}
+        wanted.update(i for i, _ in self.store.item_changes_since(since) if i in known)
         wanted_list = sorted(wanted)
         features: dict = {}
         for start in range(0, len(wanted_list), 5000):
@@ -150,19 +159,27 @@ class ModelWatcher:
         return features
 
     def _refresh_items(self, snap: ModelSnapshot) -> None:
-        """Re-prepare the overlay when item features changed since the last look."""
+        """Re-prepare the overlay and the catalogue mask when items changed (written or deleted) since the
+        last look."""
         changed = self.store.item_changes_since(self._changes_seen_at)
         if not changed:
             return
         ids = sorted({i for i, _ in changed})
         fresh = self.store.get_item_features(ids)
+        member = self.store.in_catalogue(ids)
+        known = snap.model.item_space.id_index
         features = dict(snap.item_features)
+        recommendable = snap.recommendable.copy()  # the old snapshot stays as it was for requests using it
         for item in ids:
-            if item in fresh:
+            pos = known.get(item)
+            if pos is not None:
+                recommendable[pos] = member[item]
+            if item in fresh and (pos is not None or member[item]):
                 features[item] = fresh[item]
             else:
                 features.pop(item, None)
-        items = snap.model.prepare_items(features)
-        self.holder.swap(ModelSnapshot(snap.model, snap.version, snap.loaded_at, snap.meta, items, features))
+        items = snap.model.index.prepare_items(features, recommendable=recommendable)
+        self.holder.swap(ModelSnapshot(snap.model, snap.version, snap.loaded_at, snap.meta, items, features,
+                                       recommendable))
         self._changes_seen_at = max(ts for _, ts in changed)
         log.info("refreshed features of %d changed item(s)", len(ids))

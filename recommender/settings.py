@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, fields, replace
 from typing import Mapping
 
-from .features import ROW_NORMS
+from .features import MAX_WEIGHT, ROW_NORMS
 from .model.lightfm_model import INDICATORS, LOSSES
 
 TRUE = ("1", "true", "yes", "on")
@@ -42,6 +42,7 @@ class Settings:
     max_body_bytes: int = 1_000_000
     max_interactions_per_request: int = 10_000
     max_interactions: int = 0  # keep about this many newest interactions in the log (0 = all): a sliding window
+    max_weight: float = MAX_WEIGHT  # |weight| bound for interactions and features; larger ones are refused (400)
     idempotency_ttl: int = 86_400  # seconds a POST /interactions Idempotency-Key is remembered (~150 B each)
     watch_interval: float = 1.0  # seconds between checks for a new model version and item changes
     user_cache_size: int = 10_000  # users per process whose records are cached (Redis-invalidated); 0 = off
@@ -71,7 +72,7 @@ class Settings:
         "redis_breaker_seconds": "REDIS_BREAKER_SECONDS",
         "model_dir": "MODEL_DIR", "admin_token": "ADMIN_TOKEN", "max_n": "MAX_N", "default_n": "DEFAULT_N",
         "max_candidates": "MAX_CANDIDATES", "max_body_bytes": "MAX_BODY_BYTES",
-        "max_interactions_per_request": "MAX_INTERACTIONS_PER_REQUEST",
+        "max_interactions_per_request": "MAX_INTERACTIONS_PER_REQUEST", "max_weight": "MAX_WEIGHT",
         "idempotency_ttl": "IDEMPOTENCY_TTL", "max_interactions": "MAX_INTERACTIONS",
         "watch_interval": "WATCH_INTERVAL",
         "user_cache_size": "USER_CACHE_SIZE", "user_cache_ttl": "USER_CACHE_TTL",
@@ -128,6 +129,10 @@ class Settings:
             problems.append(f"ROW_NORM must be one of {ROW_NORMS}")
         if self.no_components < 1 or self.epochs < 1 or self.train_threads < 1:
             problems.append("NO_COMPONENTS, EPOCHS and TRAIN_THREADS must be >= 1")
+        if not self.learning_rate > 0 or not self.max_weight > 0:
+            problems.append("LEARNING_RATE and MAX_WEIGHT must be > 0")
+        if self.ann_index and not _importable("faiss"):
+            problems.append("ANN_INDEX=true needs faiss (pip install faiss-cpu); it is not installed here")
         if not 0 <= self.ann_target_recall <= 1 or self.ann_ef_search < 1:
             problems.append("ANN_TARGET_RECALL must be in [0, 1] and ANN_EF_SEARCH >= 1")
         if self.retrain_lock_ttl < 10:
@@ -156,6 +161,13 @@ class Settings:
         return {"indicators": False if self.indicators == "false" else self.indicators, "row_norm": self.row_norm,
                 "loss": self.loss, "no_components": self.no_components, "learning_rate": self.learning_rate,
                 "random_state": self.random_state, "cache_size": self.item_cache_size}
+
+
+def _importable(module: str) -> bool:
+    """True when ``module`` can be imported here (checked without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def _convert(name: str, type_name, raw: str, var: str):

@@ -19,7 +19,8 @@ log = logging.getLogger("recommender.trainer")
 def connect(settings: Settings, wait: float = 120.0) -> RedisFeatureStore:
     """A store with training-sized timeouts, waiting (with backoff) until Redis answers."""
     store = RedisFeatureStore.from_url(settings.redis_url, prefix=settings.redis_prefix, socket_timeout=30.0,
-                                       connect_timeout=2.0)
+                                       connect_timeout=2.0, max_interactions=settings.max_interactions,
+                                       max_weight=settings.max_weight)
     deadline = time.monotonic() + wait
     delay = 0.2
     while not store.ping():

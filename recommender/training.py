@@ -105,7 +105,8 @@ class Trainer:
                     print(f"  {stage}: epoch {epoch}/{total}", file=sys.stderr, flush=True)
             return report
 
-        metrics: dict = {"interactions": int(len(snapshot.interactions)), "eval_k": k}
+        metrics: dict = {"interactions": int(len(snapshot.interactions)), "eval_k": k,
+                         "skipped_records": snapshot.skipped}
         if len(test):
             candidate = LFMRecommender(**s.model_params())
             candidate.fit(train, snapshot.user_features, snapshot.item_features, epochs=s.epochs,

@@ -42,7 +42,7 @@ def service(redis_url, key_prefix, tmp_path, world, model):
 
 def test_known_user_with_features_in_redis_and_seen_items_excluded(service, world, model):
     user = world.interactions["user_id"].iloc[0]
-    features, seen = service.store.get_user(user)
+    features, seen, _ = service.store.get_user(user)
     answer = service.recommend(user, 7)
     assert (answer.strategy, answer.degraded, answer.model_version) == ("personalized", False, "v-test")
     assert answer.items == model.recommend(user, 7, user_features=features, exclude=seen)
@@ -58,11 +58,23 @@ def test_redis_down_degrades_to_the_model_alone(service, world, model):
     assert service.recommend("nobody-knows", 5).strategy == "popular"
 
 
-def test_a_user_without_a_feature_hash_keeps_its_training_time_features(service, world, model):
+def test_absent_features_mean_training_time_features_and_empty_ones_the_indicator_alone(service, world, model):
     user = world.interactions["user_id"].iloc[0]
-    service.store.set_user_features(user, {})  # deletes the hash: absent
-    _, seen = service.store.get_user(user)
+    service.store.client.delete(service.store.keys.user_features(user))  # never written (or erased): absent
+    _, seen, _ = service.store.get_user(user)
     assert service.recommend(user, 5).items == model.recommend(user, 5, exclude=seen)
+    service.store.set_user_features(user, {})  # set to nothing: the indicator alone
+    assert service.recommend(user, 5).items == model.recommend(user, 5, user_features={}, exclude=seen)
+    assert model.recommend(user, 5, user_features={}, exclude=seen) != model.recommend(user, 5, exclude=seen)
+
+
+def test_negative_items_are_never_recommended_back_even_without_seen_exclusion(service, world, model):
+    user = world.interactions["user_id"].iloc[0]
+    top = [i for i, _ in service.recommend(user, 3, exclude_seen=False).items]
+    service.store.add_interactions([{"user_id": user, "item_id": top[0], "weight": -1.0},
+                                    {"user_id": user, "item_id": top[1], "weight": 0.0}])
+    again = [i for i, _ in service.recommend(user, 3, exclude_seen=False).items]
+    assert top[0] not in again and top[1] not in again and again[0] == top[2]
 
 
 @pytest.mark.parametrize("call, code", [

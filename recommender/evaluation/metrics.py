@@ -109,7 +109,10 @@ def evaluate(model, scenario: Scenario, k: Sequence[int] | int = DEFAULT_KS, *, 
 
     slot = {c: i for i, c in enumerate(candidates)}
     seen = _positions_by_user(scenario.train, slot)
-    truth = _positions_by_user(scenario.test, slot)
+    positives = scenario.test
+    if "weight" in positives.columns:  # weight <= 0 is a negative signal, never something to find
+        positives = positives[positives["weight"].to_numpy(dtype=np.float64) > 0]
+    truth = _positions_by_user(positives, slot)
     relevant_by_user = {}
     for user, items in truth.items():
         rel = np.setdiff1d(items, seen.get(user, ()))

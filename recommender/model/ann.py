@@ -26,7 +26,7 @@ OpenMP threads, so build in the trainer, not in a process that forks afterwards.
 from __future__ import annotations
 
 import os
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -161,11 +161,16 @@ class ApproximateIndex:
     def recommend(self, user_id: object, n: int = 10, *, user_features: Mapping[str, float] | None = None,
                   item_features: ItemFeatures | PreparedItems | None = None,
                   item_ids: Iterable[object] | None = None, exclude: Iterable[object] = (),
-                  use_baseline: bool = True) -> Ranking:
-        """Like :meth:`ScoringIndex.recommend`; ``Ranking.approximate`` says whether the ANN index answered."""
-        if item_ids is not None or check_n(n) == 0:
+                  use_baseline: bool = True, filters: Sequence[Sequence[str]] = ()) -> Ranking:
+        """Like :meth:`ScoringIndex.recommend`; ``Ranking.approximate`` says whether the ANN index answered.
+
+        Feature filters go to the exact path: the index knows nothing of features, and a filter that
+        keeps few items is scored exactly at little cost anyway.
+        """
+        if item_ids is not None or filters or check_n(n) == 0:
             return self.index.recommend(user_id, n, user_features=user_features, item_features=item_features,
-                                        item_ids=item_ids, exclude=exclude, use_baseline=use_baseline)
+                                        item_ids=item_ids, exclude=exclude, use_baseline=use_baseline,
+                                        filters=filters)
         index = self.index
         user = index.user_query(user_id, user_features, use_baseline=use_baseline)
         prepared = index.prepared(item_features)

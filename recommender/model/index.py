@@ -33,7 +33,7 @@ import pandas as pd
 import scipy.sparse as sp
 from cachetools import LRUCache
 
-from ..errors import UnknownUserError
+from ..errors import UnknownItemError, UnknownUserError
 from ..features import FeatureSpace, normalize_id
 from .popularity import Popularity
 from .topk import top_k
@@ -47,7 +47,9 @@ STRATEGY_POPULAR = "popular"  # nothing usable known about the user (IV, VIII, X
 ItemFeatures = Mapping[str, Mapping[str, float]]
 USER_CACHE_SIZE = 10_000  # cached user representations per model (~1.6 KB each at k=32: 16 MB)
 STACK_MAX_ROWS = 200_000  # PreparedItems copy the item matrix (26 MB at k=32) only up to this many rows
+SUBSET_FRACTION = 8  # filters keeping fewer than 1/8 of the candidates are scored by gathering their rows
 _STR = {str}
+_NO_POSITIONS = np.zeros(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -81,10 +83,38 @@ class PreparedItems:
     # [every known item's row (given features override), extra rows]: one product scores all candidates;
     # None for catalogues above STACK_MAX_ROWS (then the known-item matrix is not copied)
     stacked: np.ndarray | None = field(default=None, repr=False)
+    # positions that may not be recommended (known items outside the catalogue), sorted
+    blocked: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
     extra_index: dict = field(init=False, repr=False)  # extra id -> row of extra_matrix
+    _feature_index: dict | None = field(default=None, init=False, repr=False)
+    _norms: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.extra_index = {e: i for i, e in enumerate(self.extra_ids)}
+
+    @property
+    def n_candidates(self) -> int:
+        """Known items plus new items: the size of the candidate position space."""
+        return len(self.owner.item_matrix) + len(self.extra_ids)
+
+    def feature_positions(self, name: str) -> np.ndarray:
+        """Sorted candidate positions of the items that have feature ``name`` now: training-time features
+        of known items, replaced by the given ones where given, and the new items' features."""
+        index = self._feature_index
+        if index is None:
+            index = self._feature_index = self.owner.feature_index(self)
+        return index.get(name, _NO_POSITIONS)
+
+    def norms(self) -> np.ndarray:
+        """L2 norm of every candidate's representation (bias excluded), float32; computed once."""
+        if self._norms is None:
+            owner = self.owner
+            known = np.linalg.norm(owner.item_matrix[:, :-1], axis=1)
+            if len(self.override_pos):
+                known[self.override_pos] = np.linalg.norm(self.override_matrix[:, :-1], axis=1)
+            extra = np.linalg.norm(self.extra_matrix[:, :-1], axis=1)
+            self._norms = np.concatenate([known, extra]).astype(np.float32)
+        return self._norms
 
 
 @dataclass
@@ -151,6 +181,8 @@ class ScoringIndex:
         self._cache_lock = threading.Lock()
         self.cache_hits = 0
         self.cache_misses = 0
+        self.item_features = item_features
+        self._base_index: dict | None = None
         self.no_items = self.prepare_items({}, stack=False)
 
     @property
@@ -239,14 +271,17 @@ class ScoringIndex:
             out.append(vec)
         return out
 
-    def prepare_items(self, item_features: ItemFeatures, *, stack: bool = True) -> PreparedItems:
+    def prepare_items(self, item_features: ItemFeatures, *, stack: bool = True,
+                      recommendable: np.ndarray | None = None) -> PreparedItems:
         """Representations of items given with features, computed once for many requests.
 
         Known items given here are scored with these features instead of their training rows (an
         empty row scores as LightFM would: the user bias alone); unknown items with at least one known
         feature become new candidates; the others are listed as unscorable. With ``stack`` (and at most
         STACK_MAX_ROWS rows in all) the known matrix is copied once with the new rows appended, so a
-        request scores every candidate with a single product.
+        request scores every candidate with a single product. ``recommendable`` (bool, one per known
+        item) says which known items are in the catalogue; the others are never recommended (None: all
+        are; new items are candidates by being given).
         """
         feats = {normalize_id(k): v for k, v in item_features.items()}
         ignored: Counter = Counter()
@@ -266,9 +301,77 @@ class ScoringIndex:
             stacked = np.concatenate([self.item_matrix, extra])
             stacked[override_pos] = override
             stacked.flags.writeable = False
+        blocked = _NO_POSITIONS
+        if recommendable is not None:
+            if recommendable.shape != (self.n_items,):
+                raise ValueError(f"recommendable has shape {recommendable.shape}, expected ({self.n_items},)")
+            blocked = np.flatnonzero(~recommendable)
         return PreparedItems(feats, override_pos, override, extra_ids, extra,
                              [i for (i, _), v in zip(unknown, unknown_vecs) if v is None], ignored, self,
-                             self.popularity.for_new_items(extra[:, -1], self._bias_sorted), stacked)
+                             self.popularity.for_new_items(extra[:, -1], self._bias_sorted), stacked, blocked)
+
+    def _base_feature_index(self) -> dict[str, np.ndarray]:
+        """Feature name -> sorted positions of the known items that have it in their training rows (once)."""
+        base = self._base_index
+        if base is None:
+            space = self.item_space
+            block = self.item_features[:, space.feature_offset:].tocsc()
+            block.sort_indices()
+            base = {name: block.indices[block.indptr[j]:block.indptr[j + 1]].astype(np.int64)
+                    for j, name in enumerate(space.feature_names) if block.indptr[j + 1] > block.indptr[j]}
+            self._base_index = base
+        return base
+
+    def feature_index(self, prepared: PreparedItems) -> dict[str, np.ndarray]:
+        """Feature name -> sorted positions for ``prepared``'s candidates (see PreparedItems.feature_positions).
+
+        Shares the base lists of features no given item touches; rebuilds the others.
+        """
+        base = self._base_feature_index()
+        if not prepared.features:
+            return base
+        index, n = self.item_space.id_index, self.n_items
+        removed: set[int] = set()
+        added: dict[str, list[int]] = {}
+        touched: set[str] = set()
+        names = self.item_space.feature_names
+        offset = self.item_space.feature_offset
+        rows = self.item_features
+        for item, feats in prepared.features.items():
+            pos = index.get(item)
+            if pos is not None:  # a known item: its training-time features no longer hold
+                removed.add(pos)
+                cols = rows.indices[rows.indptr[pos]:rows.indptr[pos + 1]]
+                touched.update(names[c - offset] for c in cols if c >= offset)
+            else:
+                pos = prepared.extra_index.get(item)
+                if pos is None:
+                    continue  # unscorable: never a candidate
+                pos += n
+            for name, weight in feats.items():
+                if weight:
+                    added.setdefault(name, []).append(pos)
+                    touched.add(name)
+        out = dict(base)
+        drop = np.fromiter(removed, dtype=np.int64, count=len(removed))
+        for name in touched:
+            kept = base.get(name, _NO_POSITIONS)
+            if len(drop):
+                kept = kept[~np.isin(kept, drop)]
+            out[name] = np.unique(np.concatenate([kept, np.asarray(added.get(name, ()), dtype=np.int64)]))
+        return out
+
+    def allowed_positions(self, prepared: PreparedItems, filters: Sequence[Sequence[str]]) -> np.ndarray:
+        """Sorted positions of the candidates that pass every filter group (a group passes when the item has
+        any of its feature names)."""
+        allowed = None
+        for group in filters:
+            lists = [prepared.feature_positions(name) for name in group]
+            union = np.unique(np.concatenate(lists)) if len(lists) > 1 else lists[0]
+            allowed = union if allowed is None else np.intersect1d(allowed, union, assume_unique=True)
+            if not len(allowed):
+                break
+        return _NO_POSITIONS if allowed is None else allowed
 
     def prepared(self, item_features: ItemFeatures | PreparedItems | None) -> PreparedItems:
         """``item_features`` as PreparedItems of this index (a dict is prepared without a stacked copy).
@@ -392,7 +495,7 @@ class ScoringIndex:
     def recommend(self, user_id: object, n: int = 10, *, user_features: Mapping[str, float] | None = None,
                   item_features: ItemFeatures | PreparedItems | None = None,
                   item_ids: Iterable[object] | None = None, exclude: Iterable[object] = (),
-                  use_baseline: bool = True) -> Ranking:
+                  use_baseline: bool = True, filters: Sequence[Sequence[str]] = ()) -> Ranking:
         """The best ``n`` candidates for one user, without ``exclude`` (see LFMRecommender.recommend).
 
         Raises
@@ -409,19 +512,40 @@ class ScoringIndex:
             positions, unscorable = None, list(prepared.unscorable)
         else:
             positions, unscorable = self.positions(item_ids, prepared)
-        return self.rank(user, prepared, n, excluded_ids(exclude), positions, unscorable)
+        return self.rank(user, prepared, n, excluded_ids(exclude), positions, unscorable, filters=filters)
 
     def rank(self, user: UserQuery, prepared: PreparedItems, n: int, excluded: set[str],
-             positions: np.ndarray | None = None, unscorable: Sequence[str] = (),
-             approximate: bool = False) -> Ranking:
-        """Score ``positions`` (every candidate when None), apply the candidate filters, cut the top ``n``."""
+             positions: np.ndarray | None = None, unscorable: Sequence[str] = (), approximate: bool = False,
+             filters: Sequence[Sequence[str]] = (), divide_by: np.ndarray | None = None) -> Ranking:
+        """Score ``positions`` (every candidate when None), apply the candidate filters, cut the top ``n``.
+
+        The candidate filters, in this one place: ``filters`` (feature groups that must all hold; when
+        they keep few candidates only those are scored), ``prepared.blocked`` (items outside the
+        catalogue) and ``excluded`` ids. ``divide_by`` (one value per candidate position) turns dot
+        products into cosines for :meth:`similar`.
+        """
+        dense_filter = None
+        if filters:
+            allowed = self.allowed_positions(prepared, filters)
+            if positions is not None:
+                positions = positions[np.isin(positions, allowed)]
+            elif len(allowed) * SUBSET_FRACTION < prepared.n_candidates:
+                positions = allowed
+            else:
+                dense_filter = np.ones(prepared.n_candidates, dtype=bool)
+                dense_filter[allowed] = False  # True where the filters fail
         scores = self.scores(user, prepared, positions)
-        if excluded:
-            drop = self._excluded_positions(excluded, prepared)
-            if drop and positions is not None:
-                drop = np.flatnonzero(np.isin(positions, drop)).tolist()
-            if drop:
-                scores[drop] = -np.inf
+        if divide_by is not None:
+            scores /= divide_by if positions is None else divide_by[positions]
+        if dense_filter is not None:
+            scores[dense_filter] = -np.inf
+        drop = self._excluded_positions(excluded, prepared) if excluded else []
+        if len(prepared.blocked):
+            drop = np.concatenate([np.asarray(drop, dtype=np.int64), prepared.blocked])
+        if len(drop):
+            if positions is not None:
+                drop = np.flatnonzero(np.isin(positions, drop))
+            scores[drop] = -np.inf
         if positions is None:
             id_of = self._item_id_list.__getitem__ if not prepared.extra_ids else (
                 lambda p: self.id_of(p, prepared))
@@ -433,6 +557,41 @@ class ScoringIndex:
         ignored = user.ignored_features + prepared.ignored_features if prepared.ignored_features \
             else user.ignored_features
         return Ranking(items, user.strategy, list(unscorable), dict(ignored), approximate)
+
+    def similar(self, item_id: object, n: int = 10, *, item_features: ItemFeatures | PreparedItems | None = None,
+                exclude: Iterable[object] = (), filters: Sequence[Sequence[str]] = ()) -> Ranking:
+        """The ``n`` candidates nearest to an item by cosine of their representations (bias excluded).
+
+        "Similar" means: liked by the same users, as far as the model learned it, through indicators and
+        features alike; a new item is placed by its features. The item itself, ``exclude`` and items
+        outside the catalogue are left out; ``filters`` as in :meth:`rank`. ``Ranking.strategy`` is
+        "similar" and the scores are cosines in [-1, 1].
+
+        Raises
+        ------
+        UnknownItemError
+            The item is neither known nor given with usable features.
+        """
+        check_n(n)
+        prepared = self.prepared(item_features)
+        iid = normalize_id(item_id)
+        pos = self.item_space.id_index.get(iid)
+        if pos is None:
+            pos = prepared.extra_index.get(iid)
+            if pos is None:
+                raise UnknownItemError(f"item {iid!r} is not known to the model and has no usable features")
+            pos += self.n_items
+        rep = self._rows(prepared, np.asarray([pos]))[0, :-1]
+        norm = float(np.linalg.norm(rep))
+        if norm == 0:  # no direction to compare with
+            return Ranking([], "similar")
+        query = np.zeros(self.k + 1, dtype=np.float32)
+        query[:-1] = rep / norm  # the bias column gets weight 0: cosine of the representations only
+        norms = prepared.norms()
+        divide_by = np.where(norms > 0, norms, np.inf).astype(np.float32)
+        probe = UserQuery(iid, "similar", query, np.float32(0), Counter())
+        excluded = excluded_ids(exclude) | {iid}
+        return self.rank(probe, prepared, n, excluded, filters=filters, divide_by=divide_by)
 
 
 def check_n(n: object) -> int:

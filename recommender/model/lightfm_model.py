@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -107,9 +107,11 @@ class LFMRecommender(LightFM):
                                  f"indicators={self.indicators!r} gives them no indicator")
         self.user_features_, _ = self.user_space.matrix(user_features, "user_id")
         self.item_features_, _ = self.item_space.matrix(item_features, "item_id")
-        self.popularity = Popularity.fit(items, weights, item_ids)
+        rows, cols = self._codes(users, items)
+        keep, _ = positive_records(rows, cols, weights, len(item_ids))
+        self.popularity = Popularity.fit(cols[keep], weights[keep], item_ids)
         self._reset_state()
-        self._train(users, items, weights, epochs, num_threads, verbose, callback)
+        self._train(rows, cols, weights, epochs, num_threads, verbose, callback)
         return self
 
     def fit_partial(self, interactions: pd.DataFrame, user_features: pd.DataFrame | None = None,
@@ -140,22 +142,42 @@ class LFMRecommender(LightFM):
             _log_ignored("item", ignored)
         if self.item_embedding_gradients is None or self.item_embedding_gradients.shape != self.item_embeddings.shape:
             self._reset_optimizer_state()  # loaded models carry no optimiser state
-        self._train(users, items, weights, epochs, num_threads, verbose, callback)
+        self._train(*self._codes(users, items), weights, epochs, num_threads, verbose, callback)
         return self
 
-    def _train(self, users, items, weights, epochs, num_threads, verbose, callback) -> None:
-        """Run LightFM epochs on interaction arrays mapped through the id spaces."""
+    def _codes(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Internal (row, column) indices of aligned user and item id arrays (all known)."""
         rows = np.fromiter((self.user_space.id_index[u] for u in users), dtype=np.int32, count=len(users))
         cols = np.fromiter((self.item_space.id_index[i] for i in items), dtype=np.int32, count=len(items))
+        return rows, cols
+
+    def _train(self, rows, cols, weights, epochs, num_threads, verbose, callback) -> None:
+        """Run LightFM epochs on interaction arrays mapped through the id spaces.
+
+        A (user, item) pair is a positive when it has records of weight > 0 and none of weight <= 0; its
+        sample weight is the sum of its positive weights. A pair with any record of weight <= 0 is a
+        negative signal: never a positive (a later positive does not undo it). LightFM's logistic loss
+        learns from negatives (label -1, sample weight 1); WARP and BPR sample their negatives
+        themselves, so the pair is simply left out of their matrix (and may be sampled as a negative).
+        """
         shape = (self.user_space.n_ids, self.item_space.n_ids)
-        agg = sp.coo_matrix((weights, (rows, cols)), shape=shape).tocsr()
+        keep, negative_pairs = positive_records(rows, cols, weights, shape[1])
+        agg = sp.coo_matrix((weights[keep], (rows[keep], cols[keep])), shape=shape).tocsr()
         agg.sum_duplicates()
         agg.eliminate_zeros()
         agg = agg.tocoo()
-        # LightFM treats entries > 0 as positives (and <= 0 as negatives for logistic loss); the
-        # magnitude of the weight becomes the sample weight.
-        labels = sp.coo_matrix((np.sign(agg.data).astype(np.float32), (agg.row, agg.col)), shape=shape)
-        sample = sp.coo_matrix((np.abs(agg.data).astype(np.float32), (agg.row, agg.col)), shape=shape)
+        r, c = agg.row, agg.col
+        label, sample = np.ones(len(r), dtype=np.float32), agg.data.astype(np.float32)
+        if self.loss == "logistic" and len(negative_pairs):
+            neg_r, neg_c = negative_pairs // shape[1], negative_pairs % shape[1]
+            r, c = np.concatenate([r, neg_r]), np.concatenate([c, neg_c])
+            label = np.concatenate([label, -np.ones(len(neg_r), dtype=np.float32)])
+            sample = np.concatenate([sample, np.ones(len(neg_r), dtype=np.float32)])
+        if not len(r):
+            raise ValueError("there is no positive interaction (weight > 0) to train on")
+        labels = sp.coo_matrix((label, (r, c)), shape=shape)
+        # k-OS WARP takes no sample weights (LightFM refuses them): every positive counts once
+        sample = None if self.loss == "warp-kos" else sp.coo_matrix((sample, (r, c)), shape=shape)
         self._reset_serving()
         epochs = int(epochs)
         if epochs < 0:
@@ -168,6 +190,9 @@ class LFMRecommender(LightFM):
         for epoch in progress:
             LightFM.fit_partial(self, labels, user_features=self.user_features_, item_features=self.item_features_,
                                 sample_weight=sample, epochs=1, num_threads=num_threads)
+            if not (np.isfinite(self.item_embeddings).all() and np.isfinite(self.user_embeddings).all()):
+                raise ValueError(f"training diverged (NaN or inf parameters after epoch {epoch + 1}); "
+                                 f"lower the learning rate or the interaction weights")
             if callback is not None:
                 callback(epoch + 1, epochs)
         if self.item_embeddings is None:  # epochs == 0: still initialise so the model can serve
@@ -290,19 +315,22 @@ class LFMRecommender(LightFM):
 
     def rank(self, user_id: object, n: int = 10, *, user_features: Mapping[str, float] | None = None,
              item_features: ItemFeatures | PreparedItems | None = None, item_ids: Iterable[object] | None = None,
-             exclude: Iterable[object] = (), use_baseline: bool = True, approximate: bool = False) -> Ranking:
+             exclude: Iterable[object] = (), use_baseline: bool = True, approximate: bool = False,
+             filters: Sequence[Sequence[str]] = ()) -> Ranking:
         """The best ``n`` items with how they were found (a :class:`Ranking`); see :meth:`recommend`."""
         self._require_fitted()
         scorer = self._approximate if approximate and self._approximate is not None else self.index
         return scorer.recommend(user_id, n, user_features=user_features, item_features=item_features,
-                                item_ids=item_ids, exclude=exclude, use_baseline=use_baseline)
+                                item_ids=item_ids, exclude=exclude, use_baseline=use_baseline, filters=filters)
 
     def recommend(self, user_id: object, n: int = 10, *, user_features: Mapping[str, float] | None = None,
                   item_features: ItemFeatures | PreparedItems | None = None, item_ids: Iterable[object] | None = None,
                   exclude: Iterable[object] = (), use_baseline: bool = True,
-                  approximate: bool = False) -> list[tuple[str, float]]:
+                  approximate: bool = False, filters: Sequence[Sequence[str]] = ()) -> list[tuple[str, float]]:
         """The best ``n`` items as (item_id, score), best first, leaving out ``exclude``.
 
+        ``filters`` restricts the candidates by their features: every group must hold, and a group holds
+        when the item has any of its feature names (``[["genre:drama"], ["decade:1990s", "decade:2000s"]]``).
         Ties are broken by item id so that answers are deterministic. With ``approximate`` and an
         ``ann_index`` attached (see recommender.model.ann), known items come from the approximate index
         instead of scoring every one (new and changed items are still scored exactly); if too few
@@ -317,7 +345,21 @@ class LFMRecommender(LightFM):
         """
         return self.rank(user_id, n, user_features=user_features, item_features=item_features,
                          item_ids=item_ids, exclude=exclude, use_baseline=use_baseline,
-                         approximate=approximate).items
+                         approximate=approximate, filters=filters).items
+
+    def similar(self, item_id: object, n: int = 10, *, item_features: ItemFeatures | PreparedItems | None = None,
+                exclude: Iterable[object] = (), filters: Sequence[Sequence[str]] = ()) -> list[tuple[str, float]]:
+        """The ``n`` items nearest to ``item_id`` by cosine of their representations, as (item_id, cosine).
+
+        Known items and new items given with features alike (see ScoringIndex.similar).
+
+        Raises
+        ------
+        UnknownItemError
+            The item is neither known nor given with usable features.
+        """
+        self._require_fitted()
+        return self.index.similar(item_id, n, item_features=item_features, exclude=exclude, filters=filters).items
 
     def prepare_items(self, item_features: ItemFeatures) -> PreparedItems:
         """Precompute representations of items given with features, for repeated use across requests.
@@ -397,6 +439,21 @@ class LFMRecommender(LightFM):
     def load(cls, directory) -> "LFMRecommender":
         """Load a model written by :meth:`save`; raises ArtifactError on a damaged or foreign directory."""
         return artifacts.load_model(directory, cls)
+
+
+def positive_records(rows: np.ndarray, cols: np.ndarray, weights: np.ndarray,
+                     n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of the records that count as positives, sorted codes ``row * n_items + col`` of negative pairs).
+
+    ``rows`` and ``cols`` are aligned internal user and item indices. A record counts when its weight is
+    > 0 and its (user, item) pair has no record of weight <= 0 (a negative signal vetoes the pair).
+    """
+    positive = weights > 0
+    if positive.all():
+        return positive, np.zeros(0, dtype=np.int64)
+    codes = rows.astype(np.int64) * n_items + cols
+    negative_pairs = np.unique(codes[~positive])
+    return positive & ~np.isin(codes, negative_pairs), negative_pairs
 
 
 def _interaction_arrays(interactions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

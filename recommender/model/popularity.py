@@ -33,18 +33,25 @@ class Popularity:
         self._sorted = np.sort(scores)
 
     @classmethod
-    def fit(cls, items: np.ndarray, weights: np.ndarray, item_ids: np.ndarray) -> "Popularity":
-        """Count interactions per item; ties broken by mean weight, scaled into [0, 0.99].
+    def fit(cls, cols: np.ndarray, weights: np.ndarray, item_ids: np.ndarray) -> "Popularity":
+        """Count positive interactions per item; ties broken by mean weight, scaled into [0, 0.99].
 
-        ``items`` and ``weights`` are aligned arrays of the training interactions; ``item_ids`` the
-        known items in internal order (every one of them occurs in ``items``).
+        ``cols`` (internal item indices) and ``weights`` are the positive training records only (weight
+        > 0: a negative signal never counts as popularity); ``item_ids`` are the known items in internal
+        order. An item without a positive record scores 0.
         """
-        frame = pd.DataFrame({"item": items, "w": weights})
-        stats = frame.groupby("item")["w"].agg(["count", "mean"]).reindex(item_ids)
-        mean = stats["mean"].to_numpy(dtype=np.float64)
-        span = mean.max() - mean.min()
-        tie = (mean - mean.min()) / span * 0.99 if span > 0 else np.zeros_like(mean)
-        return cls(item_ids, stats["count"].to_numpy(dtype=np.float64) + tie)
+        n = len(item_ids)
+        count = np.bincount(cols, minlength=n).astype(np.float64)
+        total = np.bincount(cols, weights=weights, minlength=n)
+        has = count > 0
+        mean = np.zeros(n)
+        mean[has] = total[has] / count[has]
+        tie = np.zeros(n)
+        if has.any():
+            low, span = mean[has].min(), mean[has].max() - mean[has].min()
+            if span > 0:
+                tie[has] = (mean[has] - low) / span * 0.99
+        return cls(item_ids, count + tie)
 
     @property
     def series(self) -> pd.Series:

@@ -16,9 +16,9 @@ module              owns
 =================== ==========================================================================
 """
 
-from .feature_store import RedisFeatureStore
+from .feature_store import RedisFeatureStore, UserRecord
 from .interactions import WriteResult
 from .keys import Keys
 from .snapshot import Snapshot
 
-__all__ = ["RedisFeatureStore", "Snapshot", "WriteResult", "Keys"]
+__all__ = ["RedisFeatureStore", "Snapshot", "UserRecord", "WriteResult", "Keys"]

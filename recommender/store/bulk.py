@@ -19,7 +19,7 @@ from .validation import check_batch, validated_feature_frame, validated_interact
 def load_features(store, frame: pd.DataFrame, id_col: str, batch: int, progress: bool) -> int:
     """Load long-form features (see RedisFeatureStore.bulk_load_user_features); returns the number of rows."""
     check_batch(batch)
-    ids, names, weights = validated_feature_frame(frame, id_col)
+    ids, names, weights = validated_feature_frame(frame, id_col, store.max_weight)
     if len(ids) == 0:
         return 0
     is_user = id_col == "user_id"
@@ -55,7 +55,7 @@ def load_features(store, frame: pd.DataFrame, id_col: str, batch: int, progress:
 def load_interactions(store, frame: pd.DataFrame, batch: int, progress: bool) -> int:
     """Append interactions (see RedisFeatureStore.bulk_load_interactions); returns the number of rows."""
     check_batch(batch)
-    rows = validated_interaction_frame(frame)
+    rows = validated_interaction_frame(frame, store.max_weight)
     bar = progress_bar(len(rows), progress, "interactions")
     try:
         for lo in range(0, len(rows), batch):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import contextmanager
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,13 +20,22 @@ import redis
 from redis.exceptions import RedisError
 
 from ..errors import StoreUnavailableError
-from ..features import check_id
+from ..features import MAX_WEIGHT, check_id
 from . import bulk
 from .connection import ThreadConnections, address_of, connect, pack, store_errors
 from .interactions import InteractionLog, WriteResult
-from .keys import Keys
+from .keys import EMPTY_MARKER, Keys
 from .snapshot import Snapshot, read_snapshot
 from .validation import check_features, parse_features
+
+
+class UserRecord(NamedTuple):
+    """What a request reads about one user: features (None: never written; {}: set to nothing), the items
+    the user interacted with, and those it gave a negative signal (weight <= 0)."""
+
+    features: dict[str, float] | None
+    seen: set[str]
+    negative: set[str]
 
 
 class RedisFeatureStore:
@@ -44,9 +53,12 @@ class RedisFeatureStore:
         they append (approximately: at least this many stay, plus up to one stream node of ~100
         entries), so Redis memory and training data stay bounded; training then sees a sliding window.
         Seen sets are not trimmed: an item a user interacted with stays excluded.
+    max_weight : float
+        Bound of |weight| for interactions and features (MAX_WEIGHT); larger weights are refused.
     """
 
-    def __init__(self, client: redis.Redis, prefix: str = "reco:", max_interactions: int = 0):
+    def __init__(self, client: redis.Redis, prefix: str = "reco:", max_interactions: int = 0,
+                 max_weight: float = MAX_WEIGHT):
         """Wrap a client; ValueError if the prefix is not a string or replies would be bytes."""
         if isinstance(max_interactions, bool) or not isinstance(max_interactions, int) or max_interactions < 0:
             raise ValueError(f"max_interactions must be a non-negative integer, got {max_interactions!r}")
@@ -55,14 +67,17 @@ class RedisFeatureStore:
             raise ValueError("the Redis client must be created with decode_responses=True")
         self.keys = Keys(prefix)
         self.prefix = prefix
+        if isinstance(max_weight, bool) or not isinstance(max_weight, (int, float)) or not max_weight > 0:
+            raise ValueError(f"max_weight must be a positive number, got {max_weight!r}")
         self.max_interactions = max_interactions
+        self.max_weight = float(max_weight)
         self.client = client
         self.address = address_of(client)
         self.interaction_log = InteractionLog(self)
         self._threads = ThreadConnections(client)  # the request path's per-thread connections
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "reco:", *, max_interactions: int = 0,
+    def from_url(cls, url: str, prefix: str = "reco:", *, max_interactions: int = 0, max_weight: float = MAX_WEIGHT,
                  **connect_kwargs: Any) -> "RedisFeatureStore":
         """A store on its own connection pool; ``connect_kwargs`` as :func:`recommender.store.connection.connect`
         (socket_timeout, connect_timeout, retries, max_connections, health_check_interval, pool options).
@@ -72,7 +87,7 @@ class RedisFeatureStore:
         ValueError
             A URL redis-py cannot parse, or negative limits.
         """
-        return cls(connect(url, **connect_kwargs), prefix, max_interactions)
+        return cls(connect(url, **connect_kwargs), prefix, max_interactions, max_weight)
 
     def ping(self) -> bool:
         """True if Redis answers PING; never raises (for health checks)."""
@@ -90,7 +105,11 @@ class RedisFeatureStore:
 
     @store_errors
     def set_user_features(self, user_id: str, features: Mapping[str, float]) -> None:
-        """Replace a user's whole feature set atomically; an empty mapping deletes it.
+        """Replace a user's whole feature set atomically.
+
+        An empty mapping is kept as "explicitly no features" (a marker field in the hash), which is not
+        the same as a user whose features were never written: the model then scores a known user by its
+        indicator alone instead of its training-time features.
 
         Raises
         ------
@@ -100,7 +119,7 @@ class RedisFeatureStore:
             Redis did not answer.
         """
         uid = check_id(user_id, "user_id")
-        feats = check_features(features)
+        feats = check_features(features, self.max_weight)
         with self._replace_features(self.keys.user_features(uid), feats) as pipe:
             if feats:
                 pipe.sadd(self.keys.users, uid)
@@ -112,8 +131,9 @@ class RedisFeatureStore:
                           add_to_catalogue: bool = True) -> None:
         """Replace an item's feature set atomically, add it to the catalogue and mark it changed.
 
-        An empty mapping deletes the features; the item still joins the catalogue (a known item can be
-        recommended without features) and is still marked changed so that caches drop its old row.
+        An empty mapping is kept as "explicitly no features" (see :meth:`set_user_features`): a known item
+        is then scored by its indicator alone; the item still joins the catalogue and is marked changed
+        so that every process re-reads it.
 
         Raises
         ------
@@ -123,7 +143,7 @@ class RedisFeatureStore:
             Redis did not answer.
         """
         iid = check_id(item_id, "item_id")
-        feats = check_features(features)
+        feats = check_features(features, self.max_weight)
         with self._replace_features(self.keys.item_features(iid), feats) as pipe:
             if add_to_catalogue:
                 pipe.sadd(self.keys.items, iid)
@@ -131,11 +151,11 @@ class RedisFeatureStore:
 
     @contextmanager
     def _replace_features(self, key: str, feats: dict[str, float]):
-        """A MULTI/EXEC that replaces the hash at ``key`` by ``feats``; the caller adds its own commands."""
+        """A MULTI/EXEC that replaces the hash at ``key`` by ``feats`` (the empty marker for {}); the caller
+        adds its own commands."""
         with self.client.pipeline(transaction=True) as pipe:
             pipe.delete(key)
-            if feats:
-                pipe.hset(key, mapping=feats)
+            pipe.hset(key, mapping=feats or {EMPTY_MARKER: ""})
             yield pipe
             pipe.execute()
 
@@ -171,15 +191,118 @@ class RedisFeatureStore:
         """
         return self.interaction_log.write(records, idempotency_key, ttl)
 
+    # ------------------------------------------------------------------ lifecycle
+
+    @store_errors
+    def remove_item(self, item_id: str) -> bool:
+        """Take an item out of the catalogue (its features stay, for training); True if it was in it.
+
+        Marked changed, so every serving process stops recommending it within its watch interval. A later
+        :meth:`set_item_features` brings it back.
+
+        Raises
+        ------
+        ValueError
+            Bad id.
+        StoreUnavailableError
+            Redis did not answer.
+        """
+        iid = check_id(item_id, "item_id")
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.srem(self.keys.items, iid)
+            pipe.zadd(self.keys.items_changed, {iid: time.time()})
+            removed, _ = pipe.execute()
+        return bool(removed)
+
+    @store_errors
+    def erase_user(self, user_id: str, chunk: int = 10_000) -> dict[str, int]:
+        """Erase everything kept under a user's id: features, seen and negative sets, and its interactions
+        in the log (through the user's log list: the cost is the user's own interactions, never a scan
+        of the whole log). Returns what was erased: ``features`` (0/1), ``seen``, ``negative`` and
+        ``interactions`` counts.
+
+        Interactions appended while the erasure runs are erased too, up to the final step; one racing
+        that step may survive it (erase again). The user cache of every process drops the user through
+        Redis's invalidations (the keys are deleted).
+
+        Raises
+        ------
+        ValueError
+            Bad id.
+        StoreUnavailableError
+            Redis did not answer.
+        """
+        uid = check_id(user_id, "user_id")
+        keys = self.keys
+        log_key = keys.user_log(uid)
+        erased = 0
+        while True:
+            ids = self.client.lrange(log_key, 0, chunk - 1)
+            if not ids:
+                break
+            erased += int(self.client.xdel(keys.interactions, *ids))
+            self.client.ltrim(log_key, len(ids), -1)
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.exists(keys.user_features(uid))
+            pipe.scard(keys.user_seen(uid))
+            pipe.scard(keys.user_negative(uid))
+            pipe.delete(*keys.user_keys(uid))
+            pipe.srem(keys.users, uid)
+            features, seen, negative, _, _ = pipe.execute()
+        return {"features": int(features), "seen": int(seen), "negative": int(negative), "interactions": erased}
+
+    @store_errors
+    def describe_user(self, user_id: str) -> dict:
+        """What the store holds about a user: ``features`` (None if never written), ``seen`` and ``negative``
+        counts, ``interactions`` (entries of the user in the log).
+
+        Raises
+        ------
+        ValueError
+            Bad id.
+        StoreUnavailableError
+            Redis did not answer.
+        """
+        uid = check_id(user_id, "user_id")
+        keys = self.keys
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.user_features(uid))
+            pipe.scard(keys.user_seen(uid))
+            pipe.scard(keys.user_negative(uid))
+            pipe.llen(keys.user_log(uid))
+            raw, seen, negative, logged = pipe.execute()
+        return {"features": parse_features(raw, keys.user_features(uid)) if raw else None, "seen": int(seen),
+                "negative": int(negative), "interactions": int(logged)}
+
+    @store_errors
+    def describe_item(self, item_id: str) -> dict:
+        """What the store holds about an item: ``features`` (None if never written) and ``in_catalogue``.
+
+        Raises
+        ------
+        ValueError
+            Bad id.
+        StoreUnavailableError
+            Redis did not answer.
+        """
+        iid = check_id(item_id, "item_id")
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.item_features(iid))
+            pipe.sismember(self.keys.items, iid)
+            raw, member = pipe.execute()
+        return {"features": parse_features(raw, self.keys.item_features(iid)) if raw else None,
+                "in_catalogue": bool(member)}
+
     # ------------------------------------------------------------------ request-path reads
 
     @store_errors
-    def get_user(self, user_id: str) -> tuple[dict[str, float], set[str]]:
-        """A user's features and seen items, in one round trip ({} and set() when unknown).
+    def get_user(self, user_id: str) -> UserRecord:
+        """A user's features, seen items and negative items, in one round trip.
 
-        This is the one read on every request, so it skips redis-py's pool and pipeline (measured
-        ~110 -> ~45 us of client CPU): HGETALL and SMEMBERS go out as one pre-packed write on a
-        connection owned by the calling thread, with the pool's timeouts and retry policy.
+        ``features`` is None when none were ever written (or they were erased), {} when they were set
+        to nothing. This is the one read on every request, so it skips redis-py's pool and pipeline
+        (measured ~110 -> ~45 us of client CPU): HGETALL and two SMEMBERS go out as one pre-packed write
+        on a connection owned by the calling thread, with the pool's timeouts and retry policy.
 
         Raises
         ------
@@ -191,14 +314,16 @@ class RedisFeatureStore:
         uid = check_id(user_id, "user_id")
         keys = self.keys
         features_key = keys.user_features(uid)
-        raw, seen = self._threads.call(pack(("HGETALL", features_key), ("SMEMBERS", keys.user_seen(uid))), 2)
+        raw, seen, negative = self._threads.call(pack(
+            ("HGETALL", features_key), ("SMEMBERS", keys.user_seen(uid)), ("SMEMBERS", keys.user_negative(uid))), 3)
         if isinstance(raw, list):  # RESP2 (protocol=2): a flat field, value list
             raw = dict(zip(raw[::2], raw[1::2]))
-        return parse_features(raw, features_key), set(seen)
+        return UserRecord(parse_features(raw, features_key) if raw else None, set(seen), set(negative))
 
     @store_errors
     def get_item_features(self, item_ids: Sequence[str]) -> dict[str, dict[str, float]]:
-        """Features of many items in one round trip; items without a feature hash are absent.
+        """Features of many items in one round trip; items whose features were never written (or were
+        erased) are absent, items set to nothing map to {}.
 
         Raises
         ------
@@ -219,6 +344,20 @@ class RedisFeatureStore:
             if raw:
                 out[iid] = parse_features(raw, self.keys.item_features(iid))
         return out
+
+    @store_errors
+    def in_catalogue(self, item_ids: Sequence[str]) -> dict[str, bool]:
+        """Whether each item is in the catalogue (one SMISMEMBER).
+
+        Raises
+        ------
+        StoreUnavailableError
+            Redis did not answer.
+        """
+        ids = list(dict.fromkeys(item_ids))
+        if not ids:
+            return {}
+        return dict(zip(ids, map(bool, self.client.smismember(self.keys.items, ids))))
 
     @store_errors
     def catalogue(self) -> set[str]:

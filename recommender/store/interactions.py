@@ -17,14 +17,16 @@ from ..errors import IdempotencyConflictError
 from .validation import check_idempotency_key, check_interaction, fingerprint
 
 # Every interaction write (add_interactions, and each batch of a bulk load) is one atomic script call:
-# XADD + SADD per row, guarded by a once-only key. KEYS[1] is the stream, KEYS[2] the guard, KEYS[i + 2]
-# the seen set of row i (declared, not built in Lua); ARGV[1] is the guard's TTL in seconds, ARGV[2] a
-# fingerprint of the request, ARGV[3] the stream's length limit (0: none; else approximate, "MAXLEN ~",
-# which trims whole stream nodes and costs next to nothing), then user, item, weight, ts per row. If the
-# guard exists the batch was written before (a retry): nothing is written and the guard's
-# "<count>:<fingerprint>" comes back.
-# One command per batch is also ~3x faster than a MULTI of two commands per row (redis-py's per-command
-# cost dominates a bulk load).
+# per row XADD to the stream, SADD to the user's seen set (and negative set when weight <= 0), RPUSH of
+# the new stream id to the user's log list (what erasing the user deletes), all guarded by a once-only key.
+# KEYS[1] is the stream, KEYS[2] the guard, then per row i: KEYS[3i] seen, KEYS[3i+1] negative,
+# KEYS[3i+2] log of row i's user (declared, not built in Lua). ARGV[1] is the guard's TTL in seconds,
+# ARGV[2] a fingerprint of the request, ARGV[3] the stream's length limit (0: none; else approximate,
+# "MAXLEN ~", which trims whole stream nodes and costs next to nothing; each user's log list is then
+# trimmed to the same length), then user, item, weight, ts per row. If the guard exists the batch was
+# written before (a retry): nothing is written and the guard's "<count>:<fingerprint>" comes back.
+# One command per batch is also ~3x faster than a MULTI of several commands per row (redis-py's
+# per-command cost dominates a bulk load).
 _APPEND_INTERACTIONS_LUA = """
 local prev = redis.call('GET', KEYS[2])
 if prev then return {0, prev} end
@@ -32,14 +34,19 @@ local n = (#ARGV - 3) / 4
 local limit = tonumber(ARGV[3])
 for i = 1, n do
   local b = 3 + (i - 1) * 4
+  local k = 3 * i
+  local id
   if limit > 0 then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', limit, '*', 'user_id', ARGV[b + 1], 'item_id', ARGV[b + 2],
-               'weight', ARGV[b + 3], 'timestamp', ARGV[b + 4])
+    id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', limit, '*', 'user_id', ARGV[b + 1], 'item_id', ARGV[b + 2],
+                    'weight', ARGV[b + 3], 'timestamp', ARGV[b + 4])
   else
-    redis.call('XADD', KEYS[1], '*', 'user_id', ARGV[b + 1], 'item_id', ARGV[b + 2],
-               'weight', ARGV[b + 3], 'timestamp', ARGV[b + 4])
+    id = redis.call('XADD', KEYS[1], '*', 'user_id', ARGV[b + 1], 'item_id', ARGV[b + 2],
+                    'weight', ARGV[b + 3], 'timestamp', ARGV[b + 4])
   end
-  redis.call('SADD', KEYS[i + 2], ARGV[b + 2])
+  redis.call('SADD', KEYS[k], ARGV[b + 2])
+  if tonumber(ARGV[b + 3]) <= 0 then redis.call('SADD', KEYS[k + 1], ARGV[b + 2]) end
+  redis.call('RPUSH', KEYS[k + 2], id)
+  if limit > 0 then redis.call('LTRIM', KEYS[k + 2], -limit, -1) end
 end
 redis.call('SET', KEYS[2], n .. ':' .. ARGV[2], 'EX', ARGV[1])
 return {1, n}
@@ -76,7 +83,8 @@ class InteractionLog:
             guard = keys.once_key(check_idempotency_key(idempotency_key))
             if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
                 raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
-        given = [check_interaction(record, n) for n, record in enumerate(records)]
+        max_weight = self.store.max_weight
+        given = [check_interaction(record, n, max_weight) for n, record in enumerate(records)]
         if not given:
             return WriteResult(0, False)
         now = time.time()
@@ -97,6 +105,8 @@ class InteractionLog:
         ``guard`` (default: a fresh random one) was there already."""
         keys = self.store.keys
         guard = guard or keys.once_call(uuid.uuid4().hex)
-        script_keys = [keys.interactions, guard] + [keys.user_seen(user) for user, _, _, _ in rows]
+        script_keys = [keys.interactions, guard]
+        for user, _, _, _ in rows:
+            script_keys += [keys.user_seen(user), keys.user_negative(user), keys.user_log(user)]
         return self._script(keys=script_keys, args=[ttl, digest, self.store.max_interactions]
                             + [value for row in rows for value in row])

@@ -5,6 +5,8 @@ key (prefix ``reco:``)              type       holds
 =================================== ========== ===================================================
 ``reco:user:{id}:features``         hash       feature name -> weight (float, written with repr)
 ``reco:user:{id}:seen``             set        items the user interacted with (excluded from answers)
+``reco:user:{id}:negative``         set        items the user gave weight <= 0 (never recommended back)
+``reco:user:{id}:log``              list       stream ids of the user's interactions (erasure)
 ``reco:item:{id}:features``         hash       feature name -> weight
 ``reco:users``                      set        users that have a feature hash (O(1) counts)
 ``reco:items``                      set        the item catalogue: every item that may be recommended
@@ -27,6 +29,12 @@ from __future__ import annotations
 
 FEATURES = ":features"
 SEEN = ":seen"
+NEGATIVE = ":negative"
+LOG = ":log"
+USER_SUFFIXES = (FEATURES, SEEN, NEGATIVE, LOG)
+#: the field that marks a feature hash as explicitly empty (PUT {}): "" is not a valid feature name, and
+#: Redis keeps no empty hash, so without it "no features" could not be told from "never written"
+EMPTY_MARKER = ""
 _GLOB_SPECIAL = "\\*?[]"
 
 
@@ -56,6 +64,18 @@ class Keys:
         """Seen-items set of a user."""
         return f"{self.user_prefix}{user_id}{SEEN}"
 
+    def user_negative(self, user_id: str) -> str:
+        """Set of the items a user gave a negative signal (weight <= 0)."""
+        return f"{self.user_prefix}{user_id}{NEGATIVE}"
+
+    def user_log(self, user_id: str) -> str:
+        """List of the stream ids of a user's interactions (what erasing the user deletes from the log)."""
+        return f"{self.user_prefix}{user_id}{LOG}"
+
+    def user_keys(self, user_id: str) -> list[str]:
+        """Every per-user key of a user."""
+        return [f"{self.user_prefix}{user_id}{suffix}" for suffix in USER_SUFFIXES]
+
     def item_features(self, item_id: str) -> str:
         """Feature hash of an item."""
         return f"{self.item_prefix}{item_id}{FEATURES}"
@@ -80,7 +100,7 @@ class Keys:
         if not key.startswith(self.user_prefix):
             return []
         rest = key[len(self.user_prefix):]
-        return [rest[:-len(suffix)] for suffix in (FEATURES, SEEN) if rest.endswith(suffix)]
+        return [rest[:-len(suffix)] for suffix in USER_SUFFIXES if rest.endswith(suffix)]
 
     def feature_pattern(self, kind: str) -> str:
         """SCAN MATCH pattern of every feature hash of ``kind`` ("user" or "item"), prefix escaped."""

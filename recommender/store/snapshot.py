@@ -7,7 +7,7 @@ never blocks Redis for the other clients; see :func:`read_snapshot`.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -26,12 +26,16 @@ class Snapshot:
 
     ``last_id`` is the stream id of the last interaction read (pass it back as ``after_id`` to read only
     newer ones), or ``after_id`` itself when nothing newer was there, or None for an empty log.
+    ``skipped`` counts log entries that could not be used and were left out: ``malformed`` (no user or
+    item, a weight that is not a finite number) and ``weight_out_of_range`` (|weight| > MAX_WEIGHT,
+    written before the bound or by another tool).
     """
 
     interactions: pd.DataFrame  # user_id, item_id, weight, timestamp
     user_features: pd.DataFrame  # user_id, feature, weight
     item_features: pd.DataFrame  # item_id, feature, weight
     last_id: str | None
+    skipped: dict = field(default_factory=dict)
 
 
 def read_snapshot(store, after_id: str | None = None) -> Snapshot:
@@ -55,13 +59,14 @@ def read_snapshot(store, after_id: str | None = None) -> Snapshot:
     """
     if after_id is not None and not is_stream_id(after_id):
         raise ValueError(f"after_id must be a stream id like '1700000000000-0', got {after_id!r}")
-    interactions, last_id = _read_interactions(store, after_id)
+    interactions, last_id, skipped = _read_interactions(store, after_id)
     users = _read_feature_hashes(store, "user", "user_id")
     items = _read_feature_hashes(store, "item", "item_id")
-    return Snapshot(interactions, users, items, last_id if last_id is not None else after_id)
+    return Snapshot(interactions, users, items, last_id if last_id is not None else after_id, skipped)
 
-def _read_interactions(store, after_id: str | None) -> tuple[pd.DataFrame, str | None]:
-    """The log after ``after_id`` as a frame, and the id of the last entry read."""
+
+def _read_interactions(store, after_id: str | None) -> tuple[pd.DataFrame, str | None, dict]:
+    """The log after ``after_id`` as a frame, the id of the last entry read, and the skipped-entry counts."""
     newest = store.client.xrevrange(store.keys.interactions, "+", "-", count=1)
     entry_ids: list[str] = []
     columns: dict[str, list] = {"user_id": [], "item_id": [], "weight": [], "timestamp": []}
@@ -95,10 +100,12 @@ def _read_interactions(store, after_id: str | None) -> tuple[pd.DataFrame, str |
     })
     good = (frame["user_id"].notna() & frame["item_id"].notna() & (frame["user_id"] != "")
             & (frame["item_id"] != "") & np.isfinite(frame["weight"])).to_numpy()
-    if not good.all():
-        log.warning("snapshot skipped %d malformed interaction entries", int((~good).sum()))
-        frame = frame[good].reset_index(drop=True)
-    return frame, last_id
+    in_range = (np.abs(frame["weight"].to_numpy()) <= store.max_weight) | ~good
+    skipped = {"malformed": int((~good).sum()), "weight_out_of_range": int((~in_range).sum())}
+    if not (good & in_range).all():
+        log.warning("snapshot skipped interaction entries it cannot use: %s", skipped)
+        frame = frame[good & in_range].reset_index(drop=True)
+    return frame, last_id, skipped
 
 
 def _read_feature_hashes(store, kind: str, id_col: str) -> pd.DataFrame:

@@ -39,7 +39,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from ..features import check_id
-from .feature_store import RedisFeatureStore
+from .feature_store import RedisFeatureStore, UserRecord
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class UserCache:
         """True while invalidations are being received (the cache is in use)."""
         return self._sock is not None
 
-    def get_user(self, user_id: str) -> tuple[dict[str, float], set[str]]:
+    def get_user(self, user_id: str) -> UserRecord:
         """Like :meth:`RedisFeatureStore.get_user` (same answers, same errors), from the cache when possible.
 
         Returns fresh containers: callers may modify them.
@@ -120,7 +120,7 @@ class UserCache:
                 hit = self._entries.get(uid)
                 if hit is not None:
                     self.hits += 1
-                    answer = dict(hit[0]), set(hit[1])
+                    answer = UserRecord(None if hit[0] is None else dict(hit[0]), set(hit[1]), set(hit[2]))
                 else:
                     epoch = self._epoch
                     self._inflight[uid] = self._inflight.get(uid, 0) + 1
@@ -146,7 +146,8 @@ class UserCache:
                     del self._inflight[uid]
                 if answer is not None and self._sock is not None and epoch == self._epoch \
                         and uid not in self._dirty:
-                    self._entries[uid] = (dict(answer[0]), frozenset(answer[1]))
+                    self._entries[uid] = (None if answer[0] is None else dict(answer[0]), frozenset(answer[1]),
+                                          frozenset(answer[2]))
                 if not left:
                     self._dirty.discard(uid)
 

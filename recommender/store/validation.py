@@ -16,18 +16,20 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InvalidIdempotencyKeyError
-from ..features import check_feature_name, check_id, check_weight
+from ..features import MAX_WEIGHT, check_feature_name, check_id, check_weight
+from .keys import EMPTY_MARKER
 
 log = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY = 255
 
 
-def check_features(features: Mapping[str, float]) -> dict[str, float]:
-    """Validated {name: float weight}; ValueError on a non-mapping, bad name or bad weight."""
+def check_features(features: Mapping[str, float], max_weight: float = MAX_WEIGHT) -> dict[str, float]:
+    """Validated {name: float weight}; ValueError on a non-mapping, bad name or bad weight (|w| > max_weight)."""
     if not isinstance(features, Mapping):
         raise ValueError(f"features must be a mapping of feature name to weight, got {type(features).__name__}")
-    return {check_feature_name(name): check_weight(name, weight) for name, weight in features.items()}
+    return {check_feature_name(name): check_weight(f"feature {name!r}", weight, max_weight)
+            for name, weight in features.items()}
 
 
 def check_timestamp(value: object, where: str) -> int | float:
@@ -45,8 +47,13 @@ def check_timestamp(value: object, where: str) -> int | float:
     return out
 
 
-def check_interaction(record: Mapping, n: int) -> tuple[str, str, float, int | float | None]:
-    """(user, item, weight, timestamp) of one interaction record, validated; timestamp None when it has none."""
+def check_interaction(record: Mapping, n: int,
+                      max_weight: float = MAX_WEIGHT) -> tuple[str, str, float, int | float | None]:
+    """(user, item, weight, timestamp) of one interaction record, validated; timestamp None when it has none.
+
+    The weight (default 1.0) must be a finite number within [-max_weight, max_weight]; weight <= 0 is a
+    negative signal (see README, "Data").
+    """
     where = f"interaction #{n}"
     if not isinstance(record, Mapping):
         raise ValueError(f"{where} must be a mapping with user_id and item_id, got {type(record).__name__}")
@@ -55,10 +62,7 @@ def check_interaction(record: Mapping, n: int) -> tuple[str, str, float, int | f
             raise ValueError(f"{where} has no {field!r}")
     user = check_id(record["user_id"], f"{where} user_id")
     item = check_id(record["item_id"], f"{where} item_id")
-    try:
-        weight = check_weight("", record.get("weight", 1.0))
-    except ValueError:
-        raise ValueError(f"{where}: weight must be a finite number, got {record.get('weight')!r}") from None
+    weight = check_weight(where, record.get("weight", 1.0), max_weight)
     ts = record.get("timestamp")
     return user, item, weight, None if ts is None else check_timestamp(ts, where)
 
@@ -102,8 +106,9 @@ def id_array(column: pd.Series, what: str) -> np.ndarray:
     return np.asarray([mapping[v] for v in raw], dtype=object)
 
 
-def weight_array(frame: pd.DataFrame, what: str) -> np.ndarray:
-    """The weight column as finite float64 (1.0 when absent); ValueError on anything else."""
+def weight_array(frame: pd.DataFrame, what: str, max_weight: float = MAX_WEIGHT) -> np.ndarray:
+    """The weight column as finite float64 within [-max_weight, max_weight] (1.0 when absent); ValueError on
+    anything else."""
     if "weight" not in frame.columns:
         return np.ones(len(frame))
     column = frame["weight"]
@@ -114,6 +119,11 @@ def weight_array(frame: pd.DataFrame, what: str) -> np.ndarray:
         weights = np.asarray([check_weight(f"{what} row {n}", v) for n, v in enumerate(column.tolist())],
                              dtype=np.float64)
     require_finite(weights, f"{what} weight")
+    big = np.abs(weights) > max_weight
+    if big.any():
+        first = int(np.flatnonzero(big)[0])
+        raise ValueError(f"{what} weights must be within [-{max_weight:g}, {max_weight:g}] (MAX_WEIGHT); "
+                         f"{int(big.sum())} outside, first at row {first}: {weights[first]!r}")
     return weights
 
 
@@ -129,14 +139,15 @@ def require_finite(values: np.ndarray, what: str, non_negative: bool = False) ->
                          f"{values[first]!r}")
 
 
-def validated_feature_frame(frame: pd.DataFrame, id_col: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def validated_feature_frame(frame: pd.DataFrame, id_col: str,
+                            max_weight: float = MAX_WEIGHT) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ids, names, weights) sorted by id then name, duplicate pairs summed; ValueError on any bad row."""
     require_frame(frame, (id_col, "feature"))
     ids = id_array(frame[id_col], id_col)
     raw_names = frame["feature"].to_numpy(dtype=object)
     for name in pd.unique(raw_names):
         check_feature_name(name)
-    weights = weight_array(frame, "feature")
+    weights = weight_array(frame, "feature", max_weight)
     if len(ids) == 0:
         return ids, raw_names, weights
     summed = (pd.DataFrame({"id": ids, "name": raw_names, "w": weights})
@@ -145,12 +156,13 @@ def validated_feature_frame(frame: pd.DataFrame, id_col: str) -> tuple[np.ndarra
             summed.index.get_level_values(1).to_numpy(dtype=object), summed.to_numpy(dtype=np.float64))
 
 
-def validated_interaction_frame(frame: pd.DataFrame) -> list[tuple[str, str, float, int | float]]:
+def validated_interaction_frame(frame: pd.DataFrame,
+                                max_weight: float = MAX_WEIGHT) -> list[tuple[str, str, float, int | float]]:
     """Rows (user, item, weight, timestamp) of an interactions frame; ValueError on any bad row."""
     require_frame(frame, ("user_id", "item_id"))
     users = id_array(frame["user_id"], "user_id")
     items = id_array(frame["item_id"], "item_id")
-    weights = weight_array(frame, "interaction").tolist()
+    weights = weight_array(frame, "interaction", max_weight).tolist()
     if "timestamp" in frame.columns:
         column = frame["timestamp"]
         if pd.api.types.is_integer_dtype(column.dtype):
@@ -169,7 +181,13 @@ def validated_interaction_frame(frame: pd.DataFrame) -> list[tuple[str, str, flo
 
 
 def parse_features(raw: Mapping[str, str], key: str) -> dict[str, float]:
-    """Hash fields as floats; fields that are not finite numbers (written by hand?) are dropped and logged."""
+    """Hash fields as floats; fields that are not finite numbers (written by hand?) are dropped and logged.
+
+    The empty-set marker (field "", see recommender.store.keys.EMPTY_MARKER) is not a feature: a hash that
+    holds only the marker parses to {}.
+    """
+    if EMPTY_MARKER in raw:
+        raw = {name: value for name, value in raw.items() if name != EMPTY_MARKER}
     try:  # fast path: everything this module writes parses
         fast = {name: float(value) for name, value in raw.items()}
         if all(map(math.isfinite, fast.values())):

@@ -72,7 +72,7 @@ def test_scores_match_the_published_model(env, world):
     """The HTTP answer equals LFMRecommender.recommend on the published artifact with the Redis features."""
     user = known_user(world)
     model = LFMRecommender.load(f"{env.settings.model_dir}/{env.version}")
-    feats, seen = env.store.get_user(user)
+    feats, seen, _ = env.store.get_user(user)
     candidates = ["i1", "i2", "i3", "i4", "i5"]
     new = {i: f for i, f in env.store.get_item_features(candidates).items() if i not in model.iid_map.index}
     expected = model.recommend(user, 5, user_features=feats, exclude=seen, item_ids=candidates, item_features=new)
@@ -192,7 +192,7 @@ def test_errors_are_json_with_the_right_status(env, method, path, kwargs, status
 
 def test_rejected_writes_write_nothing(env):
     requests.put(env.base + "/users/careful-user/features", json={"ok": 1, "bad": "x"}, headers=AUTH, timeout=5)
-    assert env.store.get_user("careful-user") == ({}, set())
+    assert env.store.get_user("careful-user") == (None, set(), set())
 
 
 def test_interactions_post_updates_seen(env, world):

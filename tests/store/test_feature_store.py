@@ -74,7 +74,9 @@ def test_key_layout_follows_the_design_table(store):
     assert len(guards) == 1 and 0 < store.client.ttl(guards[0]) <= 60
     assert sorted(set(keys_of(store)) - set(guards)) == sorted([
         f"{p}user:u1:features", f"{p}users", f"{p}item:i1:features", f"{p}items", f"{p}items:changed",
-        f"{p}user:u1:seen", f"{p}interactions"])
+        f"{p}user:u1:seen", f"{p}user:u1:log", f"{p}interactions"])
+    store.add_interactions([{"user_id": "u1", "item_id": "i2", "weight": -1.0}])
+    assert store.client.smembers(f"{p}user:u1:negative") == {"i2"}  # weight <= 0: a negative signal
     assert store.client.hgetall(f"{p}user:u1:features") == {"age:25-34": "1.0"}
     assert store.client.type(f"{p}interactions") == "stream"
 
@@ -94,11 +96,11 @@ def test_round_trip_of_every_kind_of_record(store):
     ])
     assert written == 3
 
-    feats, seen = store.get_user("user:with:colons")
+    feats, seen, _ = store.get_user("user:with:colons")
     assert feats == {k: float(v) for k, v in weights.items()}  # exact: floats are stored with repr
     assert seen == {"i:1", "i2"}
-    assert store.get_user("42") == ({"x": 1.0}, {"i2"})
-    assert store.get_user("nobody") == ({}, set())
+    assert store.get_user("42") == ({"x": 1.0}, {"i2"}, set())
+    assert store.get_user("nobody") == (None, set(), set())
     assert store.get_item_features(["i:1", "i2", "hidden", "missing"]) == {
         "i:1": {"genre:drama": 1.0, "tag:x": 0.5}, "i2": {"genre:comedy": 1.0}, "hidden": {"genre:comedy": 1.0}}
     assert store.catalogue() == {"i:1", "i2"}
@@ -128,29 +130,30 @@ def test_ids_that_look_like_key_parts_stay_separate(store):
     store.set_user_features("a:features", {"g": 2.0})
     store.set_user_features("a:seen", {"h": 3.0})
     store.add_interactions([{"user_id": "a", "item_id": "i1"}])
-    assert store.get_user("a") == ({"f": 1.0}, {"i1"})
-    assert store.get_user("a:features") == ({"g": 2.0}, set())
-    assert store.get_user("a:seen") == ({"h": 3.0}, set())
+    assert store.get_user("a") == ({"f": 1.0}, {"i1"}, set())
+    assert store.get_user("a:features") == ({"g": 2.0}, set(), set())
+    assert store.get_user("a:seen") == ({"h": 3.0}, set(), set())
     snap = store.snapshot()
     assert sorted(map(tuple, snap.user_features.values.tolist())) == [
         ("a", "f", 1.0), ("a:features", "g", 2.0), ("a:seen", "h", 3.0)]
 
 
-def test_replacing_features_drops_old_names_and_empty_deletes(store):
+def test_replacing_features_drops_old_names_and_empty_is_kept_apart_from_absent(store):
     store.set_user_features("u1", {"a": 1.0, "b": 1.0})
     store.set_user_features("u1", {"c": 0.5})
     assert store.get_user("u1")[0] == {"c": 0.5}
     assert store.counts()["users_with_features"] == 1
     store.set_user_features("u1", {})
-    assert store.get_user("u1")[0] == {}
+    assert store.get_user("u1")[0] == {}  # set to nothing ...
+    assert store.get_user("u2")[0] is None  # ... is not the same as never written
     assert store.counts()["users_with_features"] == 0
-    assert keys_of(store) == []
+    assert keys_of(store) == [store.keys.user_features("u1")]  # the empty marker, in the user's own hash
 
     store.set_item_features("i1", {"a": 1.0, "b": 1.0})
     store.set_item_features("i1", {"c": 1.0})
     assert store.get_item_features(["i1"]) == {"i1": {"c": 1.0}}
     store.set_item_features("i1", {})
-    assert store.get_item_features(["i1"]) == {}
+    assert store.get_item_features(["i1", "i9"]) == {"i1": {}}  # set to nothing; i9 never written
     assert store.catalogue() == {"i1"}  # still recommendable (known to the model without features)
 
 
@@ -178,7 +181,7 @@ def test_replacing_a_users_features_is_atomic_for_concurrent_readers(store):
     deadline = time.monotonic() + 2.0
     try:
         while time.monotonic() < deadline:
-            feats, _ = store.get_user("u1")
+            feats, _, _ = store.get_user("u1")
             reads += 1
             if feats == a:
                 saw_a += 1
@@ -221,10 +224,10 @@ def test_get_user_is_one_round_trip(store, round_trips):
     store.add_interactions([{"user_id": "u1", "item_id": f"i{k}"} for k in range(50)])
     store.get_user("nobody")  # opens this thread's connection (the connect handshake is not part of a request)
     before = len(round_trips)
-    feats, seen = store.get_user("u1")
+    feats, seen, _ = store.get_user("u1")
     assert len(round_trips) - before == 1
     assert len(feats) == 10 and len(seen) == 50
-    assert store.get_user("nobody") == ({}, set())
+    assert store.get_user("nobody") == (None, set(), set())
 
 
 def test_get_user_connection_survives_an_error_reply(store):
@@ -235,7 +238,7 @@ def test_get_user_connection_survives_an_error_reply(store):
         store.get_user("broken")
     # the unread SMEMBERS reply of the failed call must not become the answer of the next one
     for _ in range(3):
-        assert store.get_user("ok") == ({"a": 1.0}, {"i1"})
+        assert store.get_user("ok") == ({"a": 1.0}, {"i1"}, set())
 
 
 def test_get_user_uses_one_connection_per_thread_and_close_resets_them(store):
@@ -245,7 +248,7 @@ def test_get_user_uses_one_connection_per_thread_and_close_resets_them(store):
     def read() -> None:
         try:
             for _ in range(50):
-                assert store.get_user("u1") == ({"a": 1.0}, set())
+                assert store.get_user("u1") == ({"a": 1.0}, set(), set())
             conns.append(store._threads.get())
         except Exception as exc:  # reported below: pytest does not see exceptions in threads
             errors.append(exc)
@@ -262,7 +265,7 @@ def test_get_user_uses_one_connection_per_thread_and_close_resets_them(store):
     assert mine.is_connected
     store.close()
     assert not mine.is_connected
-    assert store.get_user("u1") == ({"a": 1.0}, set())  # reconnects by itself
+    assert store.get_user("u1") == ({"a": 1.0}, set(), set())  # reconnects by itself
 
 
 def test_get_user_speaks_resp2_too(redis_url, key_prefix):
@@ -270,8 +273,8 @@ def test_get_user_speaks_resp2_too(redis_url, key_prefix):
     try:
         s.set_user_features("u1", {"a": 1.0, "b": 0.5})
         s.add_interactions([{"user_id": "u1", "item_id": "i1"}, {"user_id": "u1", "item_id": "i2"}])
-        assert s.get_user("u1") == ({"a": 1.0, "b": 0.5}, {"i1", "i2"})
-        assert s.get_user("nobody") == ({}, set())
+        assert s.get_user("u1") == ({"a": 1.0, "b": 0.5}, {"i1", "i2"}, set())
+        assert s.get_user("nobody") == (None, set(), set())
     finally:
         s.close()
 
@@ -383,8 +386,8 @@ def test_bulk_loads_count_rows_and_fill_every_structure(store):
     assert store.bulk_load_item_features(items, batch=2, progress=True) == 5
     assert store.bulk_load_interactions(inter, batch=2) == 3
     assert store.counts() == {"users_with_features": 3, "items": 3, "interactions": 3}
-    assert store.get_user("u1") == ({"a": 1.0, "b": 0.5}, {"i1", "i2"})
-    assert store.get_user("3") == ({"c": 1.0}, set())
+    assert store.get_user("u1") == ({"a": 1.0, "b": 0.5}, {"i1", "i2"}, set())
+    assert store.get_user("3") == ({"c": 1.0}, set(), set())
     # a repeated (item, feature) row is summed, as LFMRecommender.fit sums it
     assert store.get_item_features(["i1", "i2", "i3"]) == {"i1": {"g": 2.0}, "i2": {"g": 1.0, "h": 1.0},
                                                            "i3": {"g": 1.0}}
@@ -576,7 +579,7 @@ def test_store_recovers_when_redis_comes_back(tmp_path):
         assert time.monotonic() - start < 3.0
         server.start()
         start = time.monotonic()
-        assert s.get_user("u1") == ({}, set())  # same store object, new server (no persistence)
+        assert s.get_user("u1") == (None, set(), set())  # same store object, new server (no persistence)
         assert time.monotonic() - start < 3.0
         s.set_user_features("u1", {"b": 2.0})
         assert s.get_user("u1")[0] == {"b": 2.0}

@@ -57,7 +57,7 @@ def test_hits_skip_redis_and_equal_the_store(setup):
         writer.set_user_features(f"u{u}", {"age:30": 1.0, f"f{u}": 0.5})
         writer.add_interactions([{"user_id": f"u{u}", "item_id": f"i{k}"} for k in range(u % 5)])
     expected = {f"u{u}": store.get_user(f"u{u}") for u in range(20)}
-    expected["nobody"] = ({}, set())
+    expected["nobody"] = (None, set(), set())
     first = {u: cache.get_user(u) for u in expected}
     before = _reads(store.client)
     second = {u: cache.get_user(u) for u in expected}
@@ -69,28 +69,28 @@ def test_hits_skip_redis_and_equal_the_store(setup):
 def test_answers_are_copies(setup):
     _, cache, writer = setup
     writer.set_user_features("u1", {"a": 1.0})
-    features, seen = cache.get_user("u1")
+    features, seen, _ = cache.get_user("u1")
     features["b"] = 2.0
     seen.add("x")
-    assert cache.get_user("u1") == ({"a": 1.0}, set())
+    assert cache.get_user("u1") == ({"a": 1.0}, set(), set())
 
 
 def test_every_kind_of_change_invalidates(setup):
     """Feature PUTs, interactions (Lua), deletes and expiry by another client: the next read sees them."""
     store, cache, writer = setup
-    assert cache.get_user("u1") == ({}, set())  # a miss for an unknown user is cached too
+    assert cache.get_user("u1") == (None, set(), set())  # a miss for an unknown user is cached too
     writer.set_user_features("u1", {"a": 1.0})
-    assert _eventually(lambda: cache.get_user("u1") == ({"a": 1.0}, set()))
+    assert _eventually(lambda: cache.get_user("u1") == ({"a": 1.0}, set(), set()))
     writer.add_interactions([{"user_id": "u1", "item_id": "i1"}, {"user_id": "u1", "item_id": "i2"}])
-    assert _eventually(lambda: cache.get_user("u1") == ({"a": 1.0}, {"i1", "i2"}))
+    assert _eventually(lambda: cache.get_user("u1") == ({"a": 1.0}, {"i1", "i2"}, set()))
     writer.set_user_features("u1", {})
-    assert _eventually(lambda: cache.get_user("u1") == ({}, {"i1", "i2"}))
+    assert _eventually(lambda: cache.get_user("u1") == ({}, {"i1", "i2"}, set()))
     writer.client.delete(writer.keys.user_seen("u1"))
-    assert _eventually(lambda: cache.get_user("u1") == ({}, set()))
+    assert _eventually(lambda: cache.get_user("u1") == ({}, set(), set()))
     writer.set_user_features("u1", {"b": 2.0})
     assert _eventually(lambda: cache.get_user("u1")[0] == {"b": 2.0})
     writer.client.pexpire(writer.keys.user_features("u1"), 50)
-    assert _eventually(lambda: cache.get_user("u1") == ({}, set()))
+    assert _eventually(lambda: cache.get_user("u1") == (None, set(), set()))
     assert cache.invalidations >= 6
 
 
@@ -101,11 +101,11 @@ def test_ids_with_colons_and_other_prefixes(setup):
         writer.set_user_features(uid, {"x": 1.0})
         cache.get_user(uid)
     writer.set_user_features("a:seen", {"y": 1.0})
-    assert _eventually(lambda: cache.get_user("a:seen") == ({"y": 1.0}, set()))
+    assert _eventually(lambda: cache.get_user("a:seen") == ({"y": 1.0}, set(), set()))
     writer.client.set(writer.keys.users, "not a user key")  # outside the tracked prefix
     before = _reads(store.client)
-    assert cache.get_user("a") == ({"x": 1.0}, set())
-    assert cache.get_user("b:features") == ({"x": 1.0}, set())
+    assert cache.get_user("a") == ({"x": 1.0}, set(), set())
+    assert cache.get_user("b:features") == ({"x": 1.0}, set(), set())
     assert _reads(store.client) == before
 
 
@@ -248,7 +248,7 @@ def test_flush_drops_everything(private_redis):
         writer.set_user_features("u1", {"a": 1.0})
         assert cache.get_user("u1")[0] == {"a": 1.0}
         writer.client.flushdb()
-        assert _eventually(lambda: cache.get_user("u1") == ({}, set()))
+        assert _eventually(lambda: cache.get_user("u1") == (None, set(), set()))
     finally:
         cache.stop()
         store.close()
@@ -272,7 +272,7 @@ def test_redis_down_then_up(tmp_path):
         assert not cache.live
         server = LocalRedis(tmp_path, port=server.port).start()
         assert _eventually(lambda: cache.live, 10)
-        assert cache.get_user("u1") == ({}, set())  # the new server is empty: nothing old was kept
+        assert cache.get_user("u1") == (None, set(), set())  # the new server is empty: nothing old was kept
     finally:
         cache.stop()
         store.close()
@@ -288,7 +288,7 @@ def test_bad_arguments(redis_url, key_prefix):
     cache = UserCache(store)  # not started: bypassed, same validation as the store
     with pytest.raises(ValueError):
         cache.get_user("")
-    assert not cache.live and cache.get_user("u1") == ({}, set()) and cache.bypasses == 1
+    assert not cache.live and cache.get_user("u1") == (None, set(), set()) and cache.bypasses == 1
 
 
 def test_without_tracking_rights_the_cache_stays_off_and_answers(private_redis, caplog):
@@ -308,9 +308,9 @@ def test_without_tracking_rights_the_cache_stays_off_and_answers(private_redis, 
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1 and "NOPERM" in warnings[0].getMessage()
         store.set_user_features("u1", {"a": 1.0})
-        assert cache.get_user("u1") == ({"a": 1.0}, set())
+        assert cache.get_user("u1") == ({"a": 1.0}, set(), set())
         store.set_user_features("u1", {"b": 1.0})
-        assert cache.get_user("u1") == ({"b": 1.0}, set()) and cache.bypasses == 2
+        assert cache.get_user("u1") == ({"b": 1.0}, set(), set()) and cache.bypasses == 2
     finally:
         cache.stop()
         store.close()
@@ -331,13 +331,13 @@ def test_foreign_messages_and_failing_callbacks_fail_no_request(redis_url, key_p
     cache._connect()  # noqa: SLF001 - no background thread: the request path reads every message
     try:
         writer.set_user_features("u1", {"a": 1.0})
-        assert cache.get_user("u1") == ({"a": 1.0}, set())
-        assert cache.get_user("u1") == ({"a": 1.0}, set()) and cache.hits == 1
+        assert cache.get_user("u1") == ({"a": 1.0}, set(), set())
+        assert cache.get_user("u1") == ({"a": 1.0}, set(), set()) and cache.hits == 1
         with writer.client.pipeline(transaction=True) as pipe:  # a foreign message, then a real invalidation
             pipe.publish("__redis__:invalidate", "not a key list")
             pipe.hset(writer.keys.user_features("u1"), "a", "2")
             pipe.execute()
-        assert _eventually(lambda: cache.get_user("u1") == ({"a": 2.0}, set()), 2)
+        assert _eventually(lambda: cache.get_user("u1") == ({"a": 2.0}, set(), set()), 2)
         assert not cache._inflight and not cache._dirty  # noqa: SLF001 - nothing leaked by the failing callback
     finally:
         cache.stop()

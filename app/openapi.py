@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-ID = {"type": "string", "minLength": 1, "maxLength": 256}
+# ids: 1-256 characters, no control characters, no surrounding whitespace, no "," or "/" (recommender.features)
+ID = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": r"^[^\s,/\x00-\x1f\x7f]([^,/\x00-\x1f\x7f]*[^\s,/\x00-\x1f\x7f])?$"}
+FILTER = {"name": "filter", "in": "query", "description": "keep items with this feature (repeatable: all must "
+          "hold; a|b: either)", "schema": {"type": "array", "items": {"type": "string"}},
+          "style": "form", "explode": True}
+EXCLUDE = {"name": "exclude", "in": "query", "description": "comma-separated item ids to leave out",
+           "schema": {"type": "string"}}
+N = {"name": "n", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}
 ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -12,7 +19,7 @@ def _json(schema: dict, description: str) -> dict:
 
 def _errors(*codes: int) -> dict:
     text = {400: "Invalid input", 401: "Missing or wrong admin token", 403: "Admin endpoints disabled (no token set)",
-            404: "Not found", 413: "Body too large", 422: "Idempotency-Key already used for different records",
+            404: "Not found (unknown item, job or endpoint)", 413: "Body too large", 422: "Idempotency-Key already used for different records",
             503: "Redis or the model is unavailable; retry later"}
     return {str(c): _json(ERROR, text[c]) for c in codes}
 
@@ -23,10 +30,13 @@ ADMIN = [{"bearerAuth": []}]
 def openapi_document() -> dict:
     """Build the document (a plain dict)."""
     features_body = {"required": True, "content": {"application/json": {"schema": {
-        "type": "object", "additionalProperties": {"type": "number"}, "maxProperties": 1000,
+        "type": "object", "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
+        "maxProperties": 1000,
         "example": {"genre:drama": 1.0, "tag:drama-1": 0.5}}}}}
     interaction = {"type": "object", "required": ["user_id", "item_id"], "properties": {
-        "user_id": ID, "item_id": ID, "weight": {"type": "number"},
+        "user_id": ID, "item_id": ID,
+        "weight": {"type": "number", "minimum": -100, "maximum": 100,
+                   "description": "default 1; weight <= 0 is a negative signal; |weight| <= MAX_WEIGHT (100)"},
         "timestamp": {"type": "number", "description": "seconds since the epoch; default now"}}}
     return {
         "openapi": "3.0.3",
@@ -58,14 +68,40 @@ def openapi_document() -> dict:
             "/recommend/{user_id}": {"get": {
                 "summary": "Top-N items for a user",
                 "parameters": [
-                    {"name": "user_id", "in": "path", "required": True, "schema": ID},
-                    {"name": "n", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
-                    {"name": "exclude_seen", "in": "query", "schema": {"type": "boolean"}},
+                    {"name": "user_id", "in": "path", "required": True, "schema": ID}, N,
+                    {"name": "exclude_seen", "in": "query", "schema": {"type": "boolean"},
+                     "description": "leave out items the user interacted with (default true); items it gave "
+                                    "weight <= 0 are always left out"},
                     {"name": "items", "in": "query", "description": "comma-separated candidate item ids",
                      "schema": {"type": "string"}},
+                    EXCLUDE, FILTER,
                 ],
                 "responses": {"200": _json({"$ref": "#/components/schemas/Recommendation"}, "Recommendations"),
                               **_errors(400, 503)}}},
+            "/items/{item_id}/similar": {"get": {
+                "summary": "Items nearest to an item in the model's representation (cosine)",
+                "parameters": [{"name": "item_id", "in": "path", "required": True, "schema": ID}, N, EXCLUDE,
+                               FILTER],
+                "responses": {"200": _json({"type": "object", "required": ["item_id", "items"]}, "Similar items"),
+                              **_errors(400, 404, 503)}}},
+            "/users/{user_id}": {
+                "get": {"summary": "What the store holds about a user; whether the model knows it", "security": ADMIN,
+                        "parameters": [{"name": "user_id", "in": "path", "required": True, "schema": ID}],
+                        "responses": {"200": _json({"type": "object"}, "User"), **_errors(400, 401, 403, 503)}},
+                "delete": {"summary": "Erase a user: features, seen and negative items, its interactions",
+                           "security": ADMIN,
+                           "parameters": [{"name": "user_id", "in": "path", "required": True, "schema": ID}],
+                           "responses": {"200": _json({"type": "object"}, "What was erased"),
+                                         **_errors(400, 401, 403, 503)}}},
+            "/items/{item_id}": {
+                "get": {"summary": "What the store holds about an item; whether the model knows it",
+                        "security": ADMIN,
+                        "parameters": [{"name": "item_id", "in": "path", "required": True, "schema": ID}],
+                        "responses": {"200": _json({"type": "object"}, "Item"), **_errors(400, 401, 403, 503)}},
+                "delete": {"summary": "Take an item out of the catalogue", "security": ADMIN,
+                           "parameters": [{"name": "item_id", "in": "path", "required": True, "schema": ID}],
+                           "responses": {"200": _json({"type": "object"}, "Removed"),
+                                         **_errors(400, 401, 403, 503)}}},
             "/users/{user_id}/features": {"put": {
                 "summary": "Replace a user's features", "security": ADMIN,
                 "parameters": [{"name": "user_id", "in": "path", "required": True, "schema": ID}],

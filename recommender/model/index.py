@@ -603,7 +603,7 @@ def check_n(n: object) -> int:
 
 def excluded_ids(exclude: Iterable[object]) -> set[str]:
     """A set of canonical ids (one C-level pass in the usual all-str case)."""
-    excluded = set(exclude) if exclude else set()
+    excluded = set(exclude)
     if excluded and not set(map(type, excluded)) <= _STR:
         excluded = {e if type(e) is str else normalize_id(e) for e in excluded}
     return excluded

@@ -167,14 +167,14 @@ class LFMRecommender(LightFM):
         agg.eliminate_zeros()
         agg = agg.tocoo()
         r, c = agg.row, agg.col
+        if not len(r):
+            raise ValueError("there is no positive interaction (weight > 0) to train on")
         label, sample = np.ones(len(r), dtype=np.float32), agg.data.astype(np.float32)
         if self.loss == "logistic" and len(negative_pairs):
             neg_r, neg_c = negative_pairs // shape[1], negative_pairs % shape[1]
             r, c = np.concatenate([r, neg_r]), np.concatenate([c, neg_c])
             label = np.concatenate([label, -np.ones(len(neg_r), dtype=np.float32)])
             sample = np.concatenate([sample, np.ones(len(neg_r), dtype=np.float32)])
-        if not len(r):
-            raise ValueError("there is no positive interaction (weight > 0) to train on")
         labels = sp.coo_matrix((label, (r, c)), shape=shape)
         # k-OS WARP takes no sample weights (LightFM refuses them): every positive counts once
         sample = None if self.loss == "warp-kos" else sp.coo_matrix((sample, (r, c)), shape=shape)

@@ -22,8 +22,9 @@ from .validation import check_idempotency_key, check_interaction, fingerprint
 # KEYS[1] is the stream, KEYS[2] the guard, then per row i: KEYS[3i] seen, KEYS[3i+1] negative,
 # KEYS[3i+2] log of row i's user (declared, not built in Lua). ARGV[1] is the guard's TTL in seconds,
 # ARGV[2] a fingerprint of the request, ARGV[3] the stream's length limit (0: none; else approximate,
-# "MAXLEN ~", which trims whole stream nodes and costs next to nothing; each user's log list is then
-# trimmed to the same length), then user, item, weight, ts per row. If the guard exists the batch was
+# "MAXLEN ~", which trims whole stream nodes and costs next to nothing and so keeps up to a node more;
+# each user's log list is then trimmed to 2 x limit + 1000, which always covers what the stream still
+# holds of that user), then user, item, weight, ts per row. If the guard exists the batch was
 # written before (a retry): nothing is written and the guard's "<count>:<fingerprint>" comes back.
 # One command per batch is also ~3x faster than a MULTI of several commands per row (redis-py's
 # per-command cost dominates a bulk load).
@@ -46,7 +47,7 @@ for i = 1, n do
   redis.call('SADD', KEYS[k], ARGV[b + 2])
   if tonumber(ARGV[b + 3]) <= 0 then redis.call('SADD', KEYS[k + 1], ARGV[b + 2]) end
   redis.call('RPUSH', KEYS[k + 2], id)
-  if limit > 0 then redis.call('LTRIM', KEYS[k + 2], -limit, -1) end
+  if limit > 0 then redis.call('LTRIM', KEYS[k + 2], -(2 * limit + 1000), -1) end
 end
 redis.call('SET', KEYS[2], n .. ':' .. ARGV[2], 'EX', ARGV[1])
 return {1, n}

@@ -88,7 +88,8 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "2")))
     p.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", "2")))
     p.add_argument("--redis-url", default=None, help="use this Redis (keys under a random bench: prefix)")
-    p.add_argument("--out", default="docs/bench_http")
+    p.add_argument("--out", default="var/reports/bench_http",
+                   help="report path without suffix (var/reports/...; pass docs/bench_http to update the docs)")
     args = p.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (Debian/Ubuntu: apt-get install wrk)")
@@ -219,6 +220,7 @@ def write_report(rows: list[dict], args, out: Path) -> None:
     lines += ["", "Targets: recommend / trivial >= 0.6 at 16 connections; p99 < 10 ms at 16 connections. "
               "Rows starting with 'bound:' are bench-only variants (bench/bound_app.py), not the service.", "",
               "Earlier runs, what limits the ratio and what was tried: [BENCHMARKS.md](BENCHMARKS.md), section HTTP."]
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

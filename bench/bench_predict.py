@@ -448,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None,
                         help="calls per method; default 2000 below 100K items and 200 from there on "
                              "(LightFM.predict gets at most 20 calls from 100K items on)")
-    parser.add_argument("--out", default="docs/bench_predict.png", help="PNG path; the .md goes next to it")
+    parser.add_argument("--out", default="var/reports/bench_predict.png",
+                        help="PNG path, the .md goes next to it (pass docs/bench_predict.png to update the docs)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     sizes = parse_sizes(parser, args.sizes)

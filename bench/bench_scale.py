@@ -424,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None,
                         help="calls of exact and bare; default 2000 below 100K items, 200 from there on")
     parser.add_argument("--no-wait", action="store_true", help="do not wait for the load average to settle")
-    parser.add_argument("--out", default="docs/bench_scale.png", help="PNG path; the .md goes next to it")
+    parser.add_argument("--out", default="var/reports/bench_scale.png",
+                        help="PNG path, the .md goes next to it (pass docs/bench_scale.png to update the docs)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     sizes = parse_sizes(parser, args.sizes)

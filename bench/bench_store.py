@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interactions", type=int, default=200_000,
                         help="interaction rows to bulk-load and snapshot (default 200K)")
     parser.add_argument("--batch", type=int, default=5000, help="entities (rows) per bulk-load batch")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench_store.png")
+    parser.add_argument("--out", type=Path, default=Path("var/reports/bench_store.png"),
+                        help="PNG path, the .md goes next to it (pass docs/bench_store.png to update the docs)")
     args = parser.parse_args(argv)
     if args.rows < FEATURES_PER_ITEM or args.calls < 100:
         parser.error(f"--rows must be >= {FEATURES_PER_ITEM} and --calls >= 100")

@@ -42,7 +42,8 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=4)
     p.add_argument("--redis-url", default=None)
-    p.add_argument("--out", default="docs/bench_swap")
+    p.add_argument("--out", default="var/reports/bench_swap",
+                   help="report path without suffix (pass docs/bench_swap to update the docs)")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-swap-"))
     redis_server, url = bench_redis(tmp, args.redis_url)
@@ -140,6 +141,7 @@ def report(samples, events, first, args) -> None:
              "| second | requests | failed | p50 ms | p99 ms | versions answering |", "|---:|---:|---:|---:|---:|---|"]
     lines += [f"| {s} | {n} | {f} | {p50:.1f} | {p99:.1f} | {v} |" for s, n, f, p99, p50, v in rows]
     text = "\n".join(lines) + "\n"
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).with_suffix(".md").write_text(text)
     print(text)
     fig, ax1 = plt.subplots(figsize=(10, 4))

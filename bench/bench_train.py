@@ -246,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--components", type=int, default=32)
     parser.add_argument("--no-wait", action="store_true", help="do not wait for the load average to settle")
-    parser.add_argument("--out", default="docs/bench_train.png", help="PNG path; the .md goes next to it")
+    parser.add_argument("--out", default="var/reports/bench_train.png",
+                        help="PNG path, the .md goes next to it (pass docs/bench_train.png to update the docs)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     args.sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]

@@ -57,7 +57,8 @@ def main() -> int:
     p.add_argument("--retrain-every", type=float, default=120.0, help="seconds between forced retrains")
     p.add_argument("--users", type=int, default=3000)
     p.add_argument("--items", type=int, default=2000)
-    p.add_argument("--out", default="docs/SOAK.md")
+    p.add_argument("--out", default="var/reports/SOAK.md",
+                   help="report path (pass docs/SOAK.md to update the docs)")
     args = p.parse_args()
     if not args.token:
         p.error("--token (or ADMIN_TOKEN) is required for the write and retrain parts of the load")

@@ -15,7 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Compare model configurations against popularity; write a report.")
     parser.add_argument("--data", type=Path, default=None, help="standard-format data directory (default: "
                         "the synthetic demo world)")
-    parser.add_argument("--out", type=Path, default=Path("docs"), help="output directory (default docs)")
+    parser.add_argument("--out", type=Path, default=Path("var/reports"),
+                        help="output directory (default var/reports; pass docs to update the docs)")
     parser.add_argument("--epochs", type=int, default=20, help="epochs for the configuration table (default 20)")
     parser.add_argument("--quick", action="store_true", help="smaller world, one seed, shorter learning curve")
     parser.add_argument("--seed", type=int, default=42, help="model random_state for the table (default 42)")

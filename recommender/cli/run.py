@@ -8,10 +8,12 @@ stops everything it started.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import secrets
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -57,9 +59,33 @@ def banner(port: int, token: str, generated: bool, examples: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def port_free(host: str, port: int) -> bool:
+    """True when nothing listens on the port: a plain bind (no SO_REUSEPORT) succeeds.
+
+    gunicorn binds with SO_REUSEPORT by default (REUSE_PORT), which would silently share a port another
+    service already listens on with that option; this check refuses that before anything starts.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("0.0.0.0" if host in ("", "0.0.0.0") else host, port))
+        except OSError:
+            return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
     """Start (or reuse) Redis, make sure data and a model exist, run gunicorn until a signal."""
+    parser = argparse.ArgumentParser(
+        prog="reco-run", description="Run the service on an embedded default: a local Redis (unless REDIS_URL is "
+        "set), the demo data when the store is empty, a first model, gunicorn on PORT (default 8000). "
+        "Settings come from the environment (README, Configuration); Ctrl-C stops what it started.")
+    parser.parse_args(argv)
     env = os.environ
+    port = int(env.get("PORT", "8000"))
+    host = env.get("HOST", "0.0.0.0")
+    if not port_free(host, port):
+        say(f"port {port} is already in use (another service, or another make run?); set PORT to another one")
+        return 1
     redis_server = None
     if not env.get("REDIS_URL"):
         redis_server = LocalRedis(VAR / "redis", port=int(env.get("REDIS_PORT", "0")) or None, persist=True).start()
@@ -70,7 +96,6 @@ def main() -> int:
     token = env.get("ADMIN_TOKEN") or secrets.token_urlsafe(24)
     env["ADMIN_TOKEN"] = token
     env.setdefault("TRAINER_IN_APP", "1")
-    port = int(env.get("PORT", "8000"))
     gunicorn = None
 
     def stop(*_):
@@ -94,11 +119,11 @@ def main() -> int:
                 f"{metrics.get('baseline_precision_at_k', float('nan')):.3f}")
         examples["_local_redis"] = redis_server is not None
         try:
-            gunicorn = start_gunicorn(settings, port=port, host=env.get("HOST", "0.0.0.0"),
+            gunicorn = start_gunicorn(settings, port=port, host=host,
                                       workers=int(env.get("WORKERS", "2")), threads=int(env.get("THREADS", "2")),
                                       env=dict(env, LOG_LEVEL=env.get("LOG_LEVEL", "info")))
         except RuntimeError as exc:
-            say(f"{exc} (is port {port} taken? set PORT)")
+            say(str(exc))
             return 1
         print(banner(port, token, generated, examples), flush=True)
         return gunicorn.process.wait()

@@ -83,6 +83,65 @@ def recommend(user_id: str):
                     "items": [{"item_id": item, "score": round(score, 6)} for item, score in answer.items]})
 
 
+@api.post("/recommend")
+def recommend_session():
+    """Recommendations for a session's recent items (no token; nothing is written)."""
+    body = _json_body()
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_body", "the body must be a JSON object with a 'recent' list")
+    unknown = set(body) - SESSION_FIELDS
+    if unknown:
+        raise ApiError(400, "invalid_body", f"unknown field(s) {sorted(unknown)[:5]}; allowed: {sorted(SESSION_FIELDS)}")
+    recent = body.get("recent")
+    if not isinstance(recent, list):
+        raise ApiError(400, "invalid_body", "recent must be a list of item ids or {item_id, weight} objects")
+    entries = []
+    for entry in recent:
+        if isinstance(entry, dict):
+            if set(entry) - {"item_id", "weight"} or "item_id" not in entry:
+                raise ApiError(400, "invalid_body", "each recent object is {\"item_id\": ..., \"weight\": ...}")
+            item, weight = entry["item_id"], entry.get("weight", 1.0)
+        else:
+            item, weight = entry, 1.0
+        if not isinstance(item, str):
+            raise ApiError(400, "invalid_body", "item ids in recent must be strings")
+        entries.append((item, weight))
+    n = body.get("n")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int)):
+        raise ApiError(400, "invalid_body", "n must be an integer")
+    exclude_seen = body.get("exclude_seen", True)
+    if not isinstance(exclude_seen, bool):
+        raise ApiError(400, "invalid_body", "exclude_seen must be true or false")
+    features = body.get("features")
+    if features is not None and not isinstance(features, dict):
+        raise ApiError(400, "invalid_body", "features must be an object of feature name -> weight")
+    user_id = body.get("user_id")
+    if user_id is not None and not isinstance(user_id, str):
+        raise ApiError(400, "invalid_body", "user_id must be a string")
+    answer = service().recommend_session(entries, n, user_id=user_id, features=features,
+                                         items=_string_list(body, "items", None),
+                                         exclude_seen=exclude_seen, exclude=_string_list(body, "exclude", ()),
+                                         filters=[[name.strip() for name in f.split("|")]
+                                                  for f in _string_list(body, "filter", ())])
+    metrics.child(metrics.RECOMMENDATIONS, answer.strategy, "true" if answer.degraded else "false").inc()
+    return jsonify({"user_id": user_id, "model_version": answer.model_version, "strategy": answer.strategy,
+                    "degraded": answer.degraded,
+                    "items": [{"item_id": item, "score": round(score, 6)} for item, score in answer.items]})
+
+
+SESSION_FIELDS = {"user_id", "recent", "features", "n", "items", "exclude_seen", "exclude", "filter"}
+
+
+def _string_list(body: dict, name: str, default):
+    """A JSON list of strings from the body (``default`` when absent); 400 otherwise."""
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ApiError(400, "invalid_body", f"{name} must be a list of strings")
+    return value
+
+
 @api.get("/items/<path:item_id>/similar")
 def similar_items(item_id: str):
     """The items nearest to an item in the model's item representation (cosine)."""

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
 from .errors import InvalidInputError, NoModelError, NotFoundError, StoreUnavailableError
-from .features import check_feature_name, check_id
+from .features import check_feature_name, check_id, check_weight
+from .model import STRATEGY_INTERACTIONS
 from .serving import ModelHolder, ModelSnapshot, ModelWatcher
 from .settings import Settings
-from .store import RedisFeatureStore, WriteResult, jobs
+from .store import RedisFeatureStore, UserRecord, WriteResult, jobs
+from .store.validation import check_features
 from .store.breaker import CircuitBreaker, GuardedReads
 from .store.usercache import UserCache
 from .training import Trainer
@@ -29,6 +31,8 @@ log = logging.getLogger(__name__)
 
 MAX_FEATURES_PER_ENTITY = 1000
 MAX_FILTER_NAMES = 50  # feature names in one request's filters
+STRATEGY_SESSION = "session"  # POST /recommend for a user the model does not know: its session folded in
+SESSION_USER = "\x00session\x00"  # the id a session without user_id is scored as (no real id can be it)
 
 
 @dataclass(frozen=True)
@@ -160,16 +164,104 @@ class RecommendationService:
         snap = self.snapshot()  # one snapshot for the whole request
         degraded = False
         try:
-            features, seen, negative = self.users.get_user(uid)
+            record = self.users.get_user(uid)
         except StoreUnavailableError:
-            features, seen, negative, degraded = None, set(), set(), True
+            record, degraded = UserRecord(None, set(), set()), True
+        features, seen, negative = record
         skip = seen if exclude_seen else negative
         if excluded:
             skip = skip | set(excluded)
         ranking = snap.model.rank(uid, n, user_features=features, item_features=snap.items,
                                   item_ids=candidates, exclude=skip, filters=groups,
+                                  interactions=self._fold_in_items(snap, uid, record),
                                   approximate=True)  # used only when the model was published with an index
         return Recommendation(uid, snap.version, ranking.strategy, degraded, ranking.items, ranking.unscorable)
+
+    def _fold_in_items(self, snap: ModelSnapshot, user_id: str, record: UserRecord) -> dict[str, float] | None:
+        """Item -> weight of the user's positive interactions the model did not train on (FOLD_IN): all of
+        its recent items when the model does not know the user, those written after the model's training
+        snapshot when it does; weighted by the model's fold-in recency rule."""
+        if not self.settings.fold_in or not record.recent:
+            return None
+        recent = record.recent
+        if user_id in snap.model.user_space.id_index:
+            since = snap.data_snapshot_at
+            recent = {item: t for item, t in recent.items() if t > since}
+            if not recent:
+                return None
+        return snap.model.policy.fold_in.weights(recent, time.time())
+
+    def recommend_session(self, recent: Iterable[str | tuple[str, float]], n: int | None = None, *,
+                          user_id: str | None = None, features: Mapping[str, float] | None = None,
+                          items: Iterable[str] | None = None, exclude_seen: bool = True,
+                          exclude: Iterable[str] = (), filters: Sequence[Sequence[str]] = ()) -> Recommendation:
+        """Recommendations for a session: the items it interacted with (``recent``: ids, or (id, weight > 0)
+        pairs; repeats add up) folded in, with optional ``features`` and ``user_id``; nothing is written.
+
+        With a ``user_id`` its stored record is read too: its features unless ``features`` are given, its
+        seen items (excluded with ``exclude_seen``) and its own fold-in items, to which the session's are
+        added. ``exclude_seen`` also leaves out the session's items. Options as :meth:`recommend`. The
+        strategy is "interactions" for a user the model knows, "session" otherwise (or a plainer one when
+        the session's items cannot be scored).
+
+        Raises
+        ------
+        InvalidInputError
+            Bad ids, weights, n, lists or filters (``invalid_parameter``, ``invalid_body``).
+        NoModelError
+            No model is loaded yet.
+        """
+        weights = self._check_session(recent)
+        n = self._check_n(n)
+        uid = None if user_id is None else _check_id(user_id, "user_id")
+        candidates = None if items is None else self._check_ids(items, "items", allow_empty=False)
+        excluded = set(self._check_ids(exclude, "exclude"))
+        groups = self._check_filters(filters)
+        if features is not None:
+            try:
+                features = check_features(features, self.settings.max_weight)
+            except ValueError as exc:
+                raise InvalidInputError(str(exc), code="invalid_body") from None
+        snap = self.snapshot()
+        degraded = False
+        record = UserRecord(None, set(), set())
+        if uid is not None:
+            try:
+                record = self.users.get_user(uid)
+            except StoreUnavailableError:
+                degraded = True
+        folded = dict(self._fold_in_items(snap, uid, record) or {}) if uid is not None else {}
+        for item, weight in weights.items():
+            folded[item] = folded.get(item, 0.0) + weight
+        skip = excluded | record.negative | ((record.seen | set(weights)) if exclude_seen else set())
+        user_features = features if features is not None else record.features
+        ranking = snap.model.rank(uid if uid is not None else SESSION_USER, n, user_features=user_features,
+                                  item_features=snap.items, item_ids=candidates, exclude=skip, filters=groups,
+                                  interactions=folded or None, approximate=True)
+        strategy = ranking.strategy
+        if strategy == STRATEGY_INTERACTIONS and (uid is None or uid not in snap.model.user_space.id_index):
+            strategy = STRATEGY_SESSION
+        return Recommendation(uid if uid is not None else "", snap.version, strategy, degraded, ranking.items,
+                              ranking.unscorable)
+
+    def _check_session(self, recent) -> dict[str, float]:
+        """item id -> weight of a session's recent items (ids weigh 1); InvalidInputError otherwise."""
+        limit = self.settings.max_session_items
+        entries = [entry if isinstance(entry, tuple) else (entry, 1.0) for entry in recent]
+        if len(entries) > limit:
+            raise InvalidInputError(f"recent may list at most {limit} items", code="invalid_body")
+        out: dict[str, float] = {}
+        for item, weight in entries:
+            try:
+                item = check_id(item, "each item in recent")
+                weight = check_weight(f"recent item {item!r}", weight, self.settings.max_weight)
+            except ValueError as exc:
+                raise InvalidInputError(str(exc), code="invalid_body") from None
+            if weight <= 0:
+                raise InvalidInputError(f"recent item {item!r} has weight {weight:g}; session items need weight > 0",
+                                        code="invalid_body")
+            out[item] = out.get(item, 0.0) + weight
+        return out
 
     def similar_items(self, item_id: str, n: int | None = None, *, exclude: Iterable[str] = (),
                       filters: Sequence[Sequence[str]] = ()) -> tuple[str, bool, list[tuple[str, float]]]:

@@ -36,6 +36,11 @@ class ModelSnapshot:
     item_features: dict = field(repr=False)  # the raw features behind ``items``
     recommendable: np.ndarray = field(repr=False, default=None)  # per known item: in the catalogue now
 
+    @property
+    def data_snapshot_at(self) -> float:
+        """When the training data of this model was read (seconds): later interactions are new to it."""
+        return float(self.meta.get("extra", {}).get("data_snapshot_at", 0.0))
+
 
 class ModelHolder:
     """Holds the current ModelSnapshot; swapping is a single reference assignment."""

@@ -48,13 +48,17 @@ class Settings:
     user_cache_size: int = 10_000  # users per process whose records are cached (Redis-invalidated); 0 = off
     user_cache_ttl: float = 300.0  # backstop only: invalidations keep entries current (redis-py's own cache has no TTL)
     trainer_in_app: bool = False  # run the trainer loop as a thread of every app process
+    fold_in: bool = True  # use interactions the model did not train on at request time (method: the model's)
+    blends: bool = True  # let the trainer blend co-occurrence and popularity with LightFM where validation says so
+    max_session_items: int = 100  # longest "recent" list of POST /recommend
     # training
     loss: str = "warp"
     no_components: int = 32
-    epochs: int = 10  # precision@10 peaks at 2-5 epochs and declines slowly after; 10 is within 1% (docs/EVALUATION.md)
+    epochs: str = "auto"  # "auto": early stopping on validation precision at every retrain; or a fixed number
     learning_rate: float = 0.05
     indicators: str = "both"
-    row_norm: str = "together"  # measured: +7% warm precision@10 vs "features", cold users equal (docs/EVALUATION.md)
+    row_norm: str = "auto"  # "auto": chosen by validation at every retrain among features, together, none
+    train_budget_seconds: float = 300.0  # time the trainer's selection may take (configuration and policy)
     train_threads: int = 1
     random_state: int | None = 42
     eval_k: int = 10
@@ -76,8 +80,10 @@ class Settings:
         "idempotency_ttl": "IDEMPOTENCY_TTL", "max_interactions": "MAX_INTERACTIONS",
         "watch_interval": "WATCH_INTERVAL",
         "user_cache_size": "USER_CACHE_SIZE", "user_cache_ttl": "USER_CACHE_TTL",
-        "trainer_in_app": "TRAINER_IN_APP", "loss": "LOSS", "no_components": "NO_COMPONENTS", "epochs": "EPOCHS",
+        "trainer_in_app": "TRAINER_IN_APP", "fold_in": "FOLD_IN", "blends": "BLENDS",
+        "max_session_items": "MAX_SESSION_ITEMS", "loss": "LOSS", "no_components": "NO_COMPONENTS", "epochs": "EPOCHS",
         "learning_rate": "LEARNING_RATE", "indicators": "INDICATORS", "row_norm": "ROW_NORM",
+        "train_budget_seconds": "TRAIN_BUDGET_SECONDS",
         "train_threads": "TRAIN_THREADS", "random_state": "RANDOM_STATE", "eval_k": "EVAL_K",
         "eval_tolerance": "EVAL_TOLERANCE",
         "eval_beat_baseline": "EVAL_BEAT_BASELINE", "retrain_lock_ttl": "RETRAIN_LOCK_TTL",
@@ -109,6 +115,8 @@ class Settings:
             problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
         if not (1 <= self.default_n <= self.max_n <= 10_000):
             problems.append("need 1 <= DEFAULT_N <= MAX_N <= 10000")
+        if self.max_session_items < 1:
+            problems.append("MAX_SESSION_ITEMS must be >= 1")
         if self.max_candidates < 1 or self.max_body_bytes < 1024:
             problems.append("MAX_CANDIDATES must be >= 1 and MAX_BODY_BYTES >= 1024")
         if self.redis_breaker_seconds < 0:
@@ -125,10 +133,14 @@ class Settings:
             problems.append(f"LOSS must be one of {', '.join(LOSSES)}")
         if self.indicators not in [str(i).lower() for i in INDICATORS]:
             problems.append("INDICATORS must be both, users, items or false")
-        if self.row_norm not in ROW_NORMS:
-            problems.append(f"ROW_NORM must be one of {ROW_NORMS}")
-        if self.no_components < 1 or self.epochs < 1 or self.train_threads < 1:
-            problems.append("NO_COMPONENTS, EPOCHS and TRAIN_THREADS must be >= 1")
+        if self.row_norm != "auto" and self.row_norm not in ROW_NORMS:
+            problems.append(f"ROW_NORM must be auto or one of {ROW_NORMS}")
+        if self.epochs != "auto" and not (str(self.epochs).isdigit() and int(self.epochs) >= 1):
+            problems.append("EPOCHS must be auto or an integer >= 1")
+        if self.no_components < 1 or self.train_threads < 1:
+            problems.append("NO_COMPONENTS and TRAIN_THREADS must be >= 1")
+        if not self.train_budget_seconds > 0:
+            problems.append("TRAIN_BUDGET_SECONDS must be > 0")
         if not self.learning_rate > 0 or not self.max_weight > 0:
             problems.append("LEARNING_RATE and MAX_WEIGHT must be > 0")
         if self.ann_index and not _importable("faiss"):
@@ -156,9 +168,21 @@ class Settings:
                 env[var] = str(value).lower() if isinstance(value, bool) else str(value)
         return env
 
+    @property
+    def fixed_epochs(self) -> int | None:
+        """EPOCHS as a number, or None for "auto"."""
+        return None if self.epochs == "auto" else int(self.epochs)
+
+    @property
+    def row_norms(self) -> tuple[str, ...]:
+        """The row_norm candidates of the trainer's selection: all for "auto", else the one fixed."""
+        from .selection import ROW_NORM_CANDIDATES
+
+        return ROW_NORM_CANDIDATES if self.row_norm == "auto" else (self.row_norm,)
+
     def model_params(self) -> dict:
-        """Keyword arguments for LFMRecommender from these settings."""
-        return {"indicators": False if self.indicators == "false" else self.indicators, "row_norm": self.row_norm,
+        """Keyword arguments for LFMRecommender from these settings, row_norm excepted (the trainer chooses it)."""
+        return {"indicators": False if self.indicators == "false" else self.indicators,
                 "loss": self.loss, "no_components": self.no_components, "learning_rate": self.learning_rate,
                 "random_state": self.random_state, "cache_size": self.item_cache_size}
 

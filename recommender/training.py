@@ -19,13 +19,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import LockedError
-from .evaluation import holdout_precision, temporal_split
 from .model import LFMRecommender
 from .model.artifacts import ANN_FILE, publish_model, read_meta
+from .selection import select, validation_split
 from .settings import Settings
 from .store import jobs
 
 log = logging.getLogger(__name__)
+
+DEFAULT_EPOCHS = 20  # when there is too little data to choose the number of epochs by validation
 
 
 def _release_freed_memory() -> None:
@@ -96,7 +98,6 @@ class Trainer:
         if len(snapshot.interactions) == 0:
             raise ValueError("there are no interactions in the store to train on")
         k = s.eval_k
-        train, test = temporal_split(snapshot.interactions, test_fraction=0.2, min_interactions=5)
 
         def progress(stage: str):
             def report(epoch: int, total: int) -> None:
@@ -105,14 +106,27 @@ class Trainer:
                     print(f"  {stage}: epoch {epoch}/{total}", file=sys.stderr, flush=True)
             return report
 
+        def selecting(message: str) -> None:
+            self._heartbeat(token, job_id, message)
+            if verbose:
+                print(f"  {message}", file=sys.stderr, flush=True)
+
         metrics: dict = {"interactions": int(len(snapshot.interactions)), "eval_k": k,
                          "skipped_records": snapshot.skipped}
-        if len(test):
-            candidate = LFMRecommender(**s.model_params())
-            candidate.fit(train, snapshot.user_features, snapshot.item_features, epochs=s.epochs,
-                          num_threads=s.train_threads, callback=progress("evaluation model"))
-            precision, baseline, users = holdout_precision(candidate, train, test, k)
-            metrics.update(precision_at_k=precision, baseline_precision_at_k=baseline, eval_users=users)
+        split = validation_split(snapshot.interactions, snapshot.user_features, snapshot.item_features,
+                                 seed=s.random_state or 0)
+        params = s.model_params()
+        if len(split.scenarios["warm"].test):
+            chosen = select(split, params, row_norms=s.row_norms, epochs=s.fixed_epochs,
+                            budget_seconds=s.train_budget_seconds, k=k, num_threads=s.train_threads,
+                            blends=s.blends, fold_in=s.fold_in, progress=selecting)
+            warm = chosen.populations.get("warm_users", {})
+            metrics.update(precision_at_k=warm.get(f"precision@{k}"),
+                           baseline_precision_at_k=warm.get(f"popularity_precision@{k}"),
+                           eval_users=warm.get("users"), selection=chosen.metrics())
+            row_norm, epochs, policy = chosen.row_norm, chosen.epochs, chosen.policy
+        else:  # too little data to hold anything out: the fixed or default configuration, unvalidated
+            row_norm, epochs, policy = s.row_norms[0], s.fixed_epochs or DEFAULT_EPOCHS, None
         serving = self._serving_metrics()
         metrics["serving_precision_at_k"] = serving
         decision = "forced" if force else "accepted"
@@ -122,9 +136,11 @@ class Trainer:
             metrics["rejected_because"] = reason
             log.warning("new model rejected: %s", reason)
             return TrainResult(None, False, decision, metrics)
-        final = LFMRecommender(**s.model_params())
-        final.fit(snapshot.interactions, snapshot.user_features, snapshot.item_features, epochs=s.epochs,
+        final = LFMRecommender(row_norm=row_norm, **params)
+        final.fit(snapshot.interactions, snapshot.user_features, snapshot.item_features, epochs=epochs,
                   num_threads=s.train_threads, callback=progress("final model"))
+        if policy is not None:
+            final.set_policy(policy)
         metrics["train_seconds"] = round(time.time() - started, 3)
         self._heartbeat(token, job_id, "publishing")
         extra_files = {}

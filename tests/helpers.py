@@ -31,7 +31,7 @@ def small_world() -> World:
 def service_settings(redis_url: str, prefix: str, model_dir: Path, **changes) -> Settings:
     """Settings for a fast test service."""
     values = dict(redis_url=redis_url, redis_prefix=prefix, model_dir=str(model_dir), admin_token=TOKEN,
-                  epochs=5, no_components=16, watch_interval=0.3)
+                  epochs=5, row_norm="features", no_components=16, watch_interval=0.3)
     values.update(changes)
     return Settings(**values).validated()
 

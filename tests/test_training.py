@@ -192,7 +192,7 @@ def test_gate_rejects_a_candidate_below_popularity_on_the_same_held_out_data(set
     model = LFMRecommender.load(f"{settings.model_dir}/{first.version}")
     serving = publish_model(model, settings.model_dir, extra={"metrics": {"precision_at_k": 0.0}})
     publish_version(store, serving)
-    broken = settings.with_(learning_rate=1e-7, epochs=1)  # learns nothing: below popularity
+    broken = settings.with_(learning_rate=1e-7, epochs=1, blends=False)  # learns nothing: below popularity
     rejected = Trainer(store, broken).train_and_publish(force=False)
     assert rejected.decision == "rejected" and current_version(store) == serving
     assert rejected.metrics["precision_at_k"] < rejected.metrics["baseline_precision_at_k"]

@@ -4,7 +4,7 @@
 for the popularity baseline side by side. The baseline is what the model itself serves to a user it
 knows nothing about: item popularity for known items, and for new items the popularity quantile of their
 feature-derived item bias (``Popularity.for_new_items``), since popularity cannot rank items nobody has
-interacted with. The retrain gate's precision@k is :func:`holdout_precision`, the same computation.
+interacted with. The retrain gate and the trainer's selection (recommender.selection) use :func:`evaluate` too.
 Rankings use the serving rule (recommender.model.topk: best first, ties by item id).
 """
 
@@ -77,7 +77,7 @@ def metric_names(ks: Sequence[int] = DEFAULT_KS) -> list[str]:
 
 
 def evaluate(model, scenario: Scenario, k: Sequence[int] | int = DEFAULT_KS, *, max_users: int = 1000,
-             seed: int = 0) -> dict:
+             seed: int = 0, policy=None) -> dict:
     """Metrics of the model and of the popularity baseline on one scenario.
 
     Every user with at least one positive among its candidates is evaluated (at most ``max_users``,
@@ -89,7 +89,7 @@ def evaluate(model, scenario: Scenario, k: Sequence[int] | int = DEFAULT_KS, *, 
          "strategies": {strategy: users}, "unscorable": candidates left out}
 
     Means are over users (coverage: distinct items in anyone's top-k / candidates). NaN when no user
-    can be evaluated.
+    can be evaluated. ``policy`` (a ServingPolicy) evaluates the model as if it served with that policy.
     """
     ks = (k,) if isinstance(k, (int, np.integer)) else tuple(int(x) for x in k)
     prepared = model.prepare_items(scenario.item_features) if scenario.item_features else None
@@ -128,6 +128,8 @@ def evaluate(model, scenario: Scenario, k: Sequence[int] | int = DEFAULT_KS, *, 
     strategies: Counter = Counter()
     n_pos = 0
     user_features = scenario.user_features or {}
+    interactions = scenario.interactions or {}
+    extra = {} if policy is None else {"policy": policy}
     top = max(ks)
     for user in users:
         keep = np.ones(len(candidates), dtype=bool)
@@ -137,7 +139,10 @@ def evaluate(model, scenario: Scenario, k: Sequence[int] | int = DEFAULT_KS, *, 
         rel[relevant_by_user[user]] = True
         rel = rel[kept]
         n_pos += int(rel.sum())
-        series = model.predict_online(user, user_features=user_features.get(user), item_features=prepared)
+        if user in interactions:
+            extra["interactions"] = interactions[user]
+        series = model.predict_online(user, user_features=user_features.get(user), item_features=prepared, **extra)
+        extra.pop("interactions", None)
         strategies[series.attrs.get("strategy")] += 1
         model_scores = series.to_numpy(np.float64)[positions]
         for who, scores in (("model", model_scores), ("popularity", pop_scores)):
@@ -192,15 +197,3 @@ def evaluate_split(model, split: Split, k: Sequence[int] | int = DEFAULT_KS, *, 
     """:func:`evaluate` on every scenario of the split (or the named ones)."""
     names = list(split.scenarios) if scenarios is None else list(scenarios)
     return {name: evaluate(model, split.scenarios[name], k, max_users=max_users, seed=seed) for name in names}
-
-
-def holdout_precision(model, train: pd.DataFrame, test: pd.DataFrame, k: int = 10, *, max_users: int = 2000,
-                      seed: int = 0) -> tuple[float, float, int]:
-    """(model precision@k, popularity precision@k, users evaluated) on held-out interactions of known users.
-
-    :func:`evaluate` on the warm scenario (train items excluded from each user's ranking), so the retrain
-    gate and the reports compute precision@k the same way.
-    """
-    result = evaluate(model, Scenario("warm", train, test), (int(k),), max_users=max_users, seed=seed)
-    name = f"precision@{int(k)}"
-    return result["model"][name], result["popularity"][name], result["users"]

@@ -102,6 +102,8 @@ class Scenario:
     passed at request time to the users that have an entry: that is how cold users are scored.
     ``item_features`` (item id -> features) are passed for items the model does not know: that is how
     cold items are scored. ``candidates`` are the items ranked; None means every item the model knows.
+    ``interactions`` (user id -> item id -> weight) are passed to the users that have an entry as what
+    they did that the model did not train on: that is how fresh users are scored (fold-in).
 
     For cold items the candidates are the cold items only: the question is whether the model orders
     new items by each user's taste, from their features. Mixed into the whole catalogue they would
@@ -116,6 +118,7 @@ class Scenario:
     user_features: Mapping[str, Mapping[str, float]] | None = None
     item_features: Mapping[str, Mapping[str, float]] | None = None
     candidates: Sequence[str] | None = None
+    interactions: Mapping[str, Mapping[str, float]] | None = None
 
 
 @dataclass

@@ -161,21 +161,23 @@ class ApproximateIndex:
     def recommend(self, user_id: object, n: int = 10, *, user_features: Mapping[str, float] | None = None,
                   item_features: ItemFeatures | PreparedItems | None = None,
                   item_ids: Iterable[object] | None = None, exclude: Iterable[object] = (),
-                  use_baseline: bool = True, filters: Sequence[Sequence[str]] = ()) -> Ranking:
+                  use_baseline: bool = True, filters: Sequence[Sequence[str]] = (),
+                  interactions: Mapping[str, float] | None = None) -> Ranking:
         """Like :meth:`ScoringIndex.recommend`; ``Ranking.approximate`` says whether the ANN index answered.
 
         Feature filters go to the exact path: the index knows nothing of features, and a filter that
-        keeps few items is scored exactly at little cost anyway.
+        keeps few items is scored exactly at little cost anyway. So do co-occurrence fold-ins (their
+        scores are not inner products).
         """
         if item_ids is not None or filters or check_n(n) == 0:
             return self.index.recommend(user_id, n, user_features=user_features, item_features=item_features,
                                         item_ids=item_ids, exclude=exclude, use_baseline=use_baseline,
-                                        filters=filters)
+                                        filters=filters, interactions=interactions)
         index = self.index
-        user = index.user_query(user_id, user_features, use_baseline=use_baseline)
         prepared = index.prepared(item_features)
+        user = index._user(user_id, user_features, use_baseline, prepared, interactions)
         excluded = excluded_ids(exclude)
-        if user.query is not None:
+        if user.query is not None and user.blend is None:
             rows, _ = self.ann.query(user.query, n + len(excluded) + self.slack)
             positions = np.unique(np.concatenate([rows, prepared.override_pos,
                                                   index.n_items + np.arange(len(prepared.extra_ids))]))

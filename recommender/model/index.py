@@ -35,6 +35,7 @@ from cachetools import LRUCache
 
 from ..errors import UnknownItemError, UnknownUserError
 from ..features import FeatureSpace, normalize_id
+from .foldin import Blend, ItemNeighbors, ServingPolicy, standardise
 from .popularity import Popularity
 from .topk import top_k
 
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 STRATEGY_PERSONALIZED = "personalized"  # known user (cases I, II, V, VI, IX, X)
 STRATEGY_FEATURES = "features"  # unknown user scored through its features (III, VII, XI)
 STRATEGY_POPULAR = "popular"  # nothing usable known about the user (IV, VIII, XII)
+STRATEGY_INTERACTIONS = "interactions"  # fold-in of interactions the model did not train on
 
 ItemFeatures = Mapping[str, Mapping[str, float]]
 USER_CACHE_SIZE = 10_000  # cached user representations per model (~1.6 KB each at k=32: 16 MB)
@@ -65,6 +67,9 @@ class UserQuery:
     query: np.ndarray | None
     bias: np.float32
     ignored_features: Counter
+    # a blend of rankers (recommender.model.foldin.Blend) with the user's items: (Blend, item positions,
+    # weights); the scores are then z(model) + cooc * z(co-occurrence) + popularity * z(log popularity)
+    blend: tuple | None = None
 
 
 @dataclass
@@ -154,7 +159,8 @@ class ScoringIndex:
     def __init__(self, *, user_space: FeatureSpace, item_space: FeatureSpace, user_embeddings: np.ndarray,
                  user_biases: np.ndarray, item_embeddings: np.ndarray, item_biases: np.ndarray,
                  user_features: sp.csr_matrix, item_features: sp.csr_matrix, popularity: Popularity,
-                 item_cache_size: int = 100_000):
+                 item_cache_size: int = 100_000, policy: ServingPolicy | None = None,
+                 neighbors: ItemNeighbors | None = None, user_items: sp.csr_matrix | None = None):
         self.user_space, self.item_space = user_space, item_space
         self.user_embeddings, self.user_biases = user_embeddings, user_biases
         self.item_embeddings, self.item_biases = item_embeddings, item_biases
@@ -183,6 +189,12 @@ class ScoringIndex:
         self.cache_misses = 0
         self.item_features = item_features
         self._base_index: dict | None = None
+        self.policy = policy or ServingPolicy()
+        self.neighbors = neighbors
+        self.user_items = user_items  # (n_users, n_items) binary: each known user's training items
+        reps = self.item_matrix[:, :-1].astype(np.float64)
+        #: (k, k): the known items' V'V / n_items, what least-squares fold-in penalises every item with
+        self.gram = reps.T @ reps / max(1, len(reps))
         self.no_items = self.prepare_items({}, stack=False)
 
     @property
@@ -243,6 +255,60 @@ class ScoringIndex:
             raise UnknownUserError(f"nothing usable is known about user {uid!r} (not in training, no known "
                                    f"features) and use_baseline=False")
         return UserQuery(uid, strategy, query, bias, ignored)
+
+    def _user(self, user_id, user_features, use_baseline: bool, prepared: PreparedItems,
+              interactions: Mapping[str, float] | None, policy: ServingPolicy | None = None) -> UserQuery:
+        """user_query, then the serving policy of the user's population (see recommender.model.foldin):
+        fold-in of ``interactions`` (item id -> weight > 0, what the model did not train on) and the
+        population's blend. A user nothing else is known about but its interactions is served by them."""
+        policy = policy or self.policy
+        user = self.user_query(user_id, user_features, use_baseline=use_baseline or bool(interactions))
+        known = self.user_space.id_index.get(user.user_id)
+        positions = np.zeros(0, dtype=np.int64)
+        weights = np.zeros(0)
+        if interactions:
+            positions, _ = self.positions(interactions, prepared)
+            weights = np.asarray([float(interactions[self.id_of(p, prepared)]) for p in positions.tolist()])
+        query, strategy = user.query, user.strategy
+        if len(positions) and known is None and policy.fresh_users == "popularity":
+            positions = positions[:0]  # interactions lost to popularity on validation: served as if none
+            query, strategy = None, STRATEGY_POPULAR
+        if len(positions):
+            blend = policy.warm if known is not None else policy.fresh
+            if query is None or policy.fold_in.method != "off" or blend.cooc > 0:
+                strategy = STRATEGY_INTERACTIONS  # what the user did changes its answer
+            if policy.fold_in.method != "off":
+                u0 = query[:-1].astype(np.float64) if query is not None else np.zeros(self.k)
+                moved = np.empty(self.k + 1, dtype=np.float32)
+                moved[:-1] = policy.fold_in.moved_query(u0, self._rows(prepared, positions), weights, self.gram)
+                moved[-1] = 1.0
+                query = moved
+        elif known is not None:
+            blend = policy.warm
+        elif strategy == STRATEGY_FEATURES:
+            if policy.feature_users == "popularity":  # the features lost to popularity on validation
+                query, strategy = None, STRATEGY_POPULAR
+            blend = policy.features if query is not None else Blend()
+        else:
+            blend = Blend()
+        if query is None and strategy == STRATEGY_INTERACTIONS and not blend.active:
+            blend = Blend(cooc=1.0)  # nothing but the interactions: rank by what co-occurs with them
+        spec = None
+        if blend.active:
+            if known is not None and self.user_items is not None:  # its training items are its history too
+                row = self.user_items.indices[self.user_items.indptr[known]:self.user_items.indptr[known + 1]]
+                positions = np.concatenate([row.astype(np.int64), positions])
+                weights = np.concatenate([np.ones(len(row)), weights])
+            if blend.cooc == 0 or (self.neighbors is not None and len(positions)):
+                spec = (blend, positions, weights)
+            elif blend.popularity > 0:
+                spec = (Blend(popularity=blend.popularity), positions, weights)
+        if query is None and spec is None and strategy == STRATEGY_INTERACTIONS:
+            strategy = STRATEGY_POPULAR  # nothing of its interactions could be used
+        user = UserQuery(user.user_id, strategy, query, user.bias, user.ignored_features, spec)
+        if query is None and spec is None and not use_baseline:
+            raise UnknownUserError(f"nothing usable is known about user {user.user_id!r} and use_baseline=False")
+        return user
 
     # ------------------------------------------------------------------ items
 
@@ -431,6 +497,8 @@ class ScoringIndex:
         """Scores (a fresh array the caller may write) of the candidate ``positions``, or of every
         candidate (known items, then ``prepared.extra_ids``) when None: LightFM's scores (float32) for a
         user with a query row; the popularity baseline (float64, so ties by mean weight survive) otherwise."""
+        if user.blend is not None:
+            return self._blended(user, prepared, positions)
         n = self.n_items
         if user.query is None:
             if positions is None:
@@ -456,6 +524,23 @@ class ScoringIndex:
         out += user.bias
         return out
 
+    def _blended(self, user: UserQuery, prepared: PreparedItems, positions: np.ndarray | None) -> np.ndarray:
+        """z(model scores, or log popularity) + cooc x z(co-occurrence with the user's items) + popularity x
+        z(log popularity), each standardised over the scored candidates (float64)."""
+        blend, interacted, weights = user.blend
+        plain = UserQuery(user.user_id, user.strategy, user.query, user.bias, user.ignored_features)
+        base = self.scores(plain, prepared, positions)
+        out = standardise(base if user.query is not None else np.log1p(np.maximum(base, 0.0)))
+        if blend.cooc > 0 and len(interacted):
+            cooc = np.zeros(prepared.n_candidates)
+            known = interacted < self.n_items
+            cooc[:self.n_items] = self.neighbors.scores(interacted[known], weights[known])
+            out += blend.cooc * standardise(cooc if positions is None else cooc[positions])
+        if blend.popularity > 0 and user.query is not None:
+            pop = np.concatenate([self.popularity.scores, prepared.extra_baseline])
+            out += blend.popularity * standardise(np.log1p(pop if positions is None else pop[positions]))
+        return out
+
     def _rows(self, prepared: PreparedItems, positions: np.ndarray) -> np.ndarray:
         """The [representation, bias] rows of candidate positions (given features override training rows)."""
         if prepared.stacked is not None:
@@ -477,10 +562,11 @@ class ScoringIndex:
     def predict_online(self, user_id: object, item_ids: Iterable[object] | None = None,
                        user_features: Mapping[str, float] | None = None,
                        item_features: ItemFeatures | PreparedItems | None = None, *,
-                       use_baseline: bool = True) -> pd.Series:
+                       use_baseline: bool = True, interactions: Mapping[str, float] | None = None,
+                       policy: ServingPolicy | None = None) -> pd.Series:
         """Scores of candidate items for one user as a Series (see LFMRecommender.predict_online)."""
-        user = self.user_query(user_id, user_features, use_baseline=use_baseline)
         prepared = self.prepared(item_features)
+        user = self._user(user_id, user_features, use_baseline, prepared, interactions, policy)
         if item_ids is None:
             positions, unscorable = None, list(prepared.unscorable)
             ids = np.concatenate([self.item_ids, np.asarray(prepared.extra_ids, dtype=object)])
@@ -495,7 +581,8 @@ class ScoringIndex:
     def recommend(self, user_id: object, n: int = 10, *, user_features: Mapping[str, float] | None = None,
                   item_features: ItemFeatures | PreparedItems | None = None,
                   item_ids: Iterable[object] | None = None, exclude: Iterable[object] = (),
-                  use_baseline: bool = True, filters: Sequence[Sequence[str]] = ()) -> Ranking:
+                  use_baseline: bool = True, filters: Sequence[Sequence[str]] = (),
+                  interactions: Mapping[str, float] | None = None) -> Ranking:
         """The best ``n`` candidates for one user, without ``exclude`` (see LFMRecommender.recommend).
 
         Raises
@@ -506,8 +593,8 @@ class ScoringIndex:
             Only the baseline could serve the user and ``use_baseline`` is False.
         """
         check_n(n)
-        user = self.user_query(user_id, user_features, use_baseline=use_baseline)
         prepared = self.prepared(item_features)
+        user = self._user(user_id, user_features, use_baseline, prepared, interactions)
         if item_ids is None:
             positions, unscorable = None, list(prepared.unscorable)
         else:

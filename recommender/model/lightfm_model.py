@@ -19,11 +19,13 @@ from lightfm import LightFM
 from ..errors import NotFittedError
 from ..features import ROW_NORMS, FeatureSpace, frame_weights, normalize_id, vocabulary
 from . import artifacts
+from .foldin import ItemNeighbors, ServingPolicy
 from .index import ItemFeatures, PreparedItems, Ranking, ScoringIndex
 from .popularity import Popularity
 
 log = logging.getLogger(__name__)
 
+NEIGHBORS_MAX_ITEMS = 200_000  # item co-occurrence (top 50 per item) is kept up to this many items
 #: indicators setting -> (user indicator on, item indicator on)
 INDICATORS = {"both": (True, True), "users": (True, False), "items": (False, True), False: (False, False)}
 #: LightFM's own constructor parameters (and the losses it implements)
@@ -70,6 +72,9 @@ class LFMRecommender(LightFM):
         self.user_features_: sp.csr_matrix | None = None
         self.item_features_: sp.csr_matrix | None = None
         self.popularity: Popularity | None = None
+        self.policy = ServingPolicy()  # how each population is served (the trainer picks it by validation)
+        self.neighbors: ItemNeighbors | None = None  # item co-occurrence, for the policy's blends
+        self.user_items: sp.csr_matrix | None = None  # (n_users, n_items) binary: known users' positive items
         self._reset_serving()
 
     # ------------------------------------------------------------------ training
@@ -110,6 +115,10 @@ class LFMRecommender(LightFM):
         rows, cols = self._codes(users, items)
         keep, _ = positive_records(rows, cols, weights, len(item_ids))
         self.popularity = Popularity.fit(cols[keep], weights[keep], item_ids)
+        self.neighbors, self.user_items = None, None
+        if len(item_ids) <= NEIGHBORS_MAX_ITEMS:
+            self.neighbors = ItemNeighbors.fit(rows[keep], cols[keep], len(user_ids), len(item_ids))
+            self.user_items = _binary(rows[keep], cols[keep], (len(user_ids), len(item_ids)))
         self._reset_state()
         self._train(rows, cols, weights, epochs, num_threads, verbose, callback)
         return self
@@ -230,11 +239,23 @@ class LFMRecommender(LightFM):
                                   user_embeddings=self.user_embeddings, user_biases=self.user_biases,
                                   item_embeddings=self.item_embeddings, item_biases=self.item_biases,
                                   user_features=self.user_features_, item_features=self.item_features_,
-                                  popularity=self.popularity, item_cache_size=self.cache_size)
+                                  popularity=self.popularity, item_cache_size=self.cache_size,
+                                  policy=self.policy, neighbors=self.neighbors, user_items=self.user_items)
 
     def _require_fitted(self) -> None:
         if self.user_space is None or self.user_embeddings is None or self.index is None:
             raise NotFittedError("the model is not fitted; call fit() or LFMRecommender.load() first")
+
+    def clone(self) -> "LFMRecommender":
+        """An independent copy ready to serve (arrays copied; no optimiser state: it serves, it does not train)."""
+        arrays, meta = self.to_arrays()
+        return type(self).from_arrays({name: array.copy() for name, array in arrays.items()}, meta)
+
+    def set_policy(self, policy: ServingPolicy) -> None:
+        """Serve with ``policy`` from now on (the trainer sets what validation chose)."""
+        self.policy = policy
+        if self.index is not None:
+            self.index.policy = policy
 
     @property
     def ann_index(self):
@@ -291,15 +312,20 @@ class LFMRecommender(LightFM):
     def predict_online(self, user_id: object, item_ids: Iterable[object] | None = None,
                        user_features: Mapping[str, float] | None = None,
                        item_features: ItemFeatures | PreparedItems | None = None, *,
-                       use_baseline: bool = True) -> pd.Series:
+                       use_baseline: bool = True, interactions: Mapping[str, float] | None = None,
+                       policy: ServingPolicy | None = None) -> pd.Series:
         """Scores for one user over candidate items, whatever is known about either.
 
         ``item_ids=None`` means every known item plus every item in ``item_features``. Items that are
         unknown and have no features cannot be scored and are left out. ``user_features=None`` uses a
         known user's training-time features; ``{}`` means "no features" (the indicator alone). The
         Series (float32 scores indexed by item id) carries ``attrs``: ``strategy`` ("personalized",
-        "features" or "popular"), ``unscorable`` (item ids left out) and ``ignored_features`` (feature
-        names not seen in training, with counts).
+        "features", "interactions" or "popular"), ``unscorable`` (item ids left out) and
+        ``ignored_features`` (feature names not seen in training, with counts). ``interactions`` (item id
+        -> weight > 0) are items the user interacted with that the model did not train on: they are used
+        as :attr:`policy` says (fold-in and blends, see recommender.model.foldin; a blend's scores are
+        not LightFM's). With the default policy a user without ``interactions`` gets LightFM's scores.
+        ``policy`` replaces :attr:`policy` for this call (evaluating a candidate policy).
 
         Raises
         ------
@@ -310,27 +336,31 @@ class LFMRecommender(LightFM):
         """
         self._require_fitted()
         result = self.index.predict_online(user_id, item_ids, user_features, item_features,
-                                           use_baseline=use_baseline)
+                                           use_baseline=use_baseline, interactions=interactions, policy=policy)
         return result.astype(np.float32)
 
     def rank(self, user_id: object, n: int = 10, *, user_features: Mapping[str, float] | None = None,
              item_features: ItemFeatures | PreparedItems | None = None, item_ids: Iterable[object] | None = None,
              exclude: Iterable[object] = (), use_baseline: bool = True, approximate: bool = False,
-             filters: Sequence[Sequence[str]] = ()) -> Ranking:
+             filters: Sequence[Sequence[str]] = (), interactions: Mapping[str, float] | None = None) -> Ranking:
         """The best ``n`` items with how they were found (a :class:`Ranking`); see :meth:`recommend`."""
         self._require_fitted()
         scorer = self._approximate if approximate and self._approximate is not None else self.index
         return scorer.recommend(user_id, n, user_features=user_features, item_features=item_features,
-                                item_ids=item_ids, exclude=exclude, use_baseline=use_baseline, filters=filters)
+                                item_ids=item_ids, exclude=exclude, use_baseline=use_baseline, filters=filters,
+                                interactions=interactions)
 
     def recommend(self, user_id: object, n: int = 10, *, user_features: Mapping[str, float] | None = None,
                   item_features: ItemFeatures | PreparedItems | None = None, item_ids: Iterable[object] | None = None,
                   exclude: Iterable[object] = (), use_baseline: bool = True,
-                  approximate: bool = False, filters: Sequence[Sequence[str]] = ()) -> list[tuple[str, float]]:
+                  approximate: bool = False, filters: Sequence[Sequence[str]] = (),
+                  interactions: Mapping[str, float] | None = None) -> list[tuple[str, float]]:
         """The best ``n`` items as (item_id, score), best first, leaving out ``exclude``.
 
         ``filters`` restricts the candidates by their features: every group must hold, and a group holds
         when the item has any of its feature names (``[["genre:drama"], ["decade:1990s", "decade:2000s"]]``).
+        ``interactions`` (item id -> weight > 0): what the user did that the model did not train on,
+        folded in (see :meth:`predict_online`).
         Ties are broken by item id so that answers are deterministic. With ``approximate`` and an
         ``ann_index`` attached (see recommender.model.ann), known items come from the approximate index
         instead of scoring every one (new and changed items are still scored exactly); if too few
@@ -345,7 +375,7 @@ class LFMRecommender(LightFM):
         """
         return self.rank(user_id, n, user_features=user_features, item_features=item_features,
                          item_ids=item_ids, exclude=exclude, use_baseline=use_baseline,
-                         approximate=approximate, filters=filters).items
+                         approximate=approximate, filters=filters, interactions=interactions).items
 
     def similar(self, item_id: object, n: int = 10, *, item_features: ItemFeatures | PreparedItems | None = None,
                 exclude: Iterable[object] = (), filters: Sequence[Sequence[str]] = ()) -> list[tuple[str, float]]:
@@ -379,6 +409,9 @@ class LFMRecommender(LightFM):
             "user_embeddings": self.user_embeddings, "user_biases": self.user_biases,
             "item_embeddings": self.item_embeddings, "item_biases": self.item_biases,
             "baseline": self.popularity.scores,
+            **(self.neighbors.to_arrays() if self.neighbors is not None else {}),
+            **({"user_items_indices": self.user_items.indices, "user_items_indptr": self.user_items.indptr}
+               if self.user_items is not None else {}),
         }
         for side in ("user", "item"):
             m = getattr(self, f"{side}_features_")
@@ -395,6 +428,7 @@ class LFMRecommender(LightFM):
             "item_ids": self.item_space.ids.tolist(),
             "user_feature_names": self.user_space.feature_names.tolist(),
             "item_feature_names": self.item_space.feature_names.tolist(),
+            "policy": self.policy.to_dict(),
         }
         return arrays, meta
 
@@ -427,6 +461,12 @@ class LFMRecommender(LightFM):
         if arrays["baseline"].shape != (model.item_space.n_ids,):
             raise ValueError("baseline length does not match the items")
         model.popularity = Popularity(model.item_space.ids, arrays["baseline"])
+        model.neighbors = ItemNeighbors.from_arrays(arrays, model.item_space.n_ids)
+        model.policy = ServingPolicy.from_dict(meta.get("policy"))
+        if "user_items_indptr" in arrays:
+            model.user_items = sp.csr_matrix((np.ones(len(arrays["user_items_indices"]), dtype=np.float32),
+                                              arrays["user_items_indices"], arrays["user_items_indptr"]),
+                                             shape=(model.user_space.n_ids, model.item_space.n_ids))
         model._reset_optimizer_state(placeholder=True)
         model._prepare_serving()
         return model
@@ -439,6 +479,14 @@ class LFMRecommender(LightFM):
     def load(cls, directory) -> "LFMRecommender":
         """Load a model written by :meth:`save`; raises ArtifactError on a damaged or foreign directory."""
         return artifacts.load_model(directory, cls)
+
+
+def _binary(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """A binary CSR of the given (row, column) pairs (repeats count once), indices sorted."""
+    matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=shape)
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    return matrix
 
 
 def positive_records(rows: np.ndarray, cols: np.ndarray, weights: np.ndarray,

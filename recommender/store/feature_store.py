@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import contextmanager
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,13 +29,32 @@ from .snapshot import Snapshot, read_snapshot
 from .validation import check_features, parse_features
 
 
-class UserRecord(NamedTuple):
-    """What a request reads about one user: features (None: never written; {}: set to nothing), the items
-    the user interacted with, and those it gave a negative signal (weight <= 0)."""
+class UserRecord(tuple):
+    """What a request reads about one user, in one round trip.
 
-    features: dict[str, float] | None
-    seen: set[str]
-    negative: set[str]
+    It is the tuple ``(features, seen, negative)``: features (None: never written; {}: set to nothing),
+    the items the user interacted with, and those it gave a negative signal (weight <= 0). ``recent``
+    maps the user's newest positive items to the time of the interaction (seconds; at most RECENT_ITEMS
+    of them): what fold-in uses. It is carried beside the tuple, not in it, so that a record compares
+    (and unpacks) as its three sets.
+    """
+
+    def __new__(cls, features: dict[str, float] | None, seen: set[str], negative: set[str],
+                recent: dict[str, float] | None = None) -> "UserRecord":
+        record = super().__new__(cls, (features, seen, negative))
+        record.recent = {} if recent is None else recent
+        return record
+
+    features = property(lambda self: self[0], doc="feature name -> weight; None when never written")
+    seen = property(lambda self: self[1], doc="items the user interacted with")
+    negative = property(lambda self: self[2], doc="items the user gave weight <= 0")
+
+
+def _scored(reply: list) -> dict[str, float]:
+    """A ZRANGE WITHSCORES reply as {member: score}: RESP3 gives [member, score] pairs, RESP2 a flat list."""
+    if reply and isinstance(reply[0], list):
+        return {member: float(score) for member, score in reply}
+    return {member: float(score) for member, score in zip(reply[::2], reply[1::2])}
 
 
 class RedisFeatureStore:
@@ -314,11 +333,13 @@ class RedisFeatureStore:
         uid = check_id(user_id, "user_id")
         keys = self.keys
         features_key = keys.user_features(uid)
-        raw, seen, negative = self._threads.call(pack(
-            ("HGETALL", features_key), ("SMEMBERS", keys.user_seen(uid)), ("SMEMBERS", keys.user_negative(uid))), 3)
+        raw, seen, negative, recent = self._threads.call(pack(
+            ("HGETALL", features_key), ("SMEMBERS", keys.user_seen(uid)), ("SMEMBERS", keys.user_negative(uid)),
+            ("ZRANGE", keys.user_recent(uid), "0", "-1", "WITHSCORES")), 4)
         if isinstance(raw, list):  # RESP2 (protocol=2): a flat field, value list
             raw = dict(zip(raw[::2], raw[1::2]))
-        return UserRecord(parse_features(raw, features_key) if raw else None, set(seen), set(negative))
+        return UserRecord(parse_features(raw, features_key) if raw else None, set(seen), set(negative),
+                          _scored(recent))
 
     @store_errors
     def get_item_features(self, item_ids: Sequence[str]) -> dict[str, dict[str, float]]:

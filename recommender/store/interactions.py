@@ -17,25 +17,29 @@ from ..errors import IdempotencyConflictError
 from .validation import check_idempotency_key, check_interaction, fingerprint
 
 # Every interaction write (add_interactions, and each batch of a bulk load) is one atomic script call:
-# per row XADD to the stream, SADD to the user's seen set (and negative set when weight <= 0), RPUSH of
-# the new stream id to the user's log list (what erasing the user deletes), all guarded by a once-only key.
-# KEYS[1] is the stream, KEYS[2] the guard, then per row i: KEYS[3i] seen, KEYS[3i+1] negative,
-# KEYS[3i+2] log of row i's user (declared, not built in Lua). ARGV[1] is the guard's TTL in seconds,
-# ARGV[2] a fingerprint of the request, ARGV[3] the stream's length limit (0: none; else approximate,
-# "MAXLEN ~", which trims whole stream nodes and costs next to nothing and so keeps up to a node more;
-# each user's log list is then trimmed to 2 x limit + 1000, which always covers what the stream still
-# holds of that user), then user, item, weight, ts per row. If the guard exists the batch was
+# per row XADD to the stream, SADD to the user's seen set; a positive weight also goes into the user's
+# recent set (item -> time of the write, the newest RECENT_ITEMS kept: what fold-in reads; the write time,
+# not the record's timestamp, tells whether a model's training snapshot had it), a weight <= 0 into its
+# negative set (and out of its recent set); RPUSH of the new stream id to the user's log list (what
+# erasing the user deletes); all guarded by a once-only key. KEYS[1] is the stream, KEYS[2] the guard,
+# then per row i: KEYS[4i-1] seen, KEYS[4i] negative, KEYS[4i+1] log, KEYS[4i+2] recent of row i's user
+# (declared, not built in Lua). ARGV[1] is the guard's TTL in seconds, ARGV[2] a fingerprint of the
+# request, ARGV[3] the stream's length limit (0: none; else approximate, "MAXLEN ~", which trims whole
+# stream nodes and costs next to nothing and so keeps up to a node more; each user's log list is then
+# trimmed to 2 x limit + 1000, which always covers what the stream still holds of that user), ARGV[4]
+# the recent set's size, ARGV[5] the time of the write, then user, item, weight, ts per row. If the guard exists the batch was
 # written before (a retry): nothing is written and the guard's "<count>:<fingerprint>" comes back.
 # One command per batch is also ~3x faster than a MULTI of several commands per row (redis-py's
 # per-command cost dominates a bulk load).
 _APPEND_INTERACTIONS_LUA = """
 local prev = redis.call('GET', KEYS[2])
 if prev then return {0, prev} end
-local n = (#ARGV - 3) / 4
+local n = (#ARGV - 5) / 4
 local limit = tonumber(ARGV[3])
+local recent = tonumber(ARGV[4])
 for i = 1, n do
-  local b = 3 + (i - 1) * 4
-  local k = 3 * i
+  local b = 5 + (i - 1) * 4
+  local k = 4 * i - 1
   local id
   if limit > 0 then
     id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', limit, '*', 'user_id', ARGV[b + 1], 'item_id', ARGV[b + 2],
@@ -45,13 +49,20 @@ for i = 1, n do
                     'weight', ARGV[b + 3], 'timestamp', ARGV[b + 4])
   end
   redis.call('SADD', KEYS[k], ARGV[b + 2])
-  if tonumber(ARGV[b + 3]) <= 0 then redis.call('SADD', KEYS[k + 1], ARGV[b + 2]) end
+  if tonumber(ARGV[b + 3]) <= 0 then
+    redis.call('SADD', KEYS[k + 1], ARGV[b + 2])
+    redis.call('ZREM', KEYS[k + 3], ARGV[b + 2])
+  elseif recent > 0 then
+    redis.call('ZADD', KEYS[k + 3], ARGV[5], ARGV[b + 2])
+    redis.call('ZREMRANGEBYRANK', KEYS[k + 3], 0, -(recent + 1))
+  end
   redis.call('RPUSH', KEYS[k + 2], id)
   if limit > 0 then redis.call('LTRIM', KEYS[k + 2], -(2 * limit + 1000), -1) end
 end
 redis.call('SET', KEYS[2], n .. ':' .. ARGV[2], 'EX', ARGV[1])
 return {1, n}
 """
+RECENT_ITEMS = 50  # positive items per user kept with their time in the recent set (what fold-in may use)
 # A call's own guard only has to outlive the client's retries of that call (well under a second).
 CALL_GUARD_TTL = 60
 
@@ -108,6 +119,7 @@ class InteractionLog:
         guard = guard or keys.once_call(uuid.uuid4().hex)
         script_keys = [keys.interactions, guard]
         for user, _, _, _ in rows:
-            script_keys += [keys.user_seen(user), keys.user_negative(user), keys.user_log(user)]
-        return self._script(keys=script_keys, args=[ttl, digest, self.store.max_interactions]
-                            + [value for row in rows for value in row])
+            script_keys += [keys.user_seen(user), keys.user_negative(user), keys.user_log(user),
+                            keys.user_recent(user)]
+        return self._script(keys=script_keys, args=[ttl, digest, self.store.max_interactions, RECENT_ITEMS,
+                                                    repr(time.time())] + [value for row in rows for value in row])

@@ -120,7 +120,8 @@ class UserCache:
                 hit = self._entries.get(uid)
                 if hit is not None:
                     self.hits += 1
-                    answer = UserRecord(None if hit[0] is None else dict(hit[0]), set(hit[1]), set(hit[2]))
+                    answer = UserRecord(None if hit[0] is None else dict(hit[0]), set(hit[1]), set(hit[2]),
+                                        dict(hit[3]))
                 else:
                     epoch = self._epoch
                     self._inflight[uid] = self._inflight.get(uid, 0) + 1
@@ -147,7 +148,7 @@ class UserCache:
                 if answer is not None and self._sock is not None and epoch == self._epoch \
                         and uid not in self._dirty:
                     self._entries[uid] = (None if answer[0] is None else dict(answer[0]), frozenset(answer[1]),
-                                          frozenset(answer[2]))
+                                          frozenset(answer[2]), dict(answer.recent))
                 if not left:
                     self._dirty.discard(uid)
 

@@ -74,7 +74,7 @@ def test_key_layout_follows_the_design_table(store):
     assert len(guards) == 1 and 0 < store.client.ttl(guards[0]) <= 60
     assert sorted(set(keys_of(store)) - set(guards)) == sorted([
         f"{p}user:u1:features", f"{p}users", f"{p}item:i1:features", f"{p}items", f"{p}items:changed",
-        f"{p}user:u1:seen", f"{p}user:u1:log", f"{p}interactions"])
+        f"{p}user:u1:seen", f"{p}user:u1:log", f"{p}user:u1:recent", f"{p}interactions"])
     store.add_interactions([{"user_id": "u1", "item_id": "i2", "weight": -1.0}])
     assert store.client.smembers(f"{p}user:u1:negative") == {"i2"}  # weight <= 0: a negative signal
     assert store.client.hgetall(f"{p}user:u1:features") == {"age:25-34": "1.0"}

@@ -1,0 +1,264 @@
+"""Choosing a model's configuration and serving policy by validation, within a time budget.
+
+The trainer calls :func:`select` at every retrain with the store's snapshot. It holds out a slice
+(:func:`validation_split`: 10% of the users with features as new users, 5% of the items with features
+as new items, the last 20% of every other user's interactions), trains candidate configurations on the
+rest and measures each population the service serves:
+
+================= =====================================================================================
+population        measured as
+================= =====================================================================================
+``warm_users``    precision@k of known users on their held-out last interactions (training items
+                  excluded)
+``feature_users`` precision@k of held-out users scored through their features alone, whole history
+``fresh_users``   precision@k of held-out users with their first ``reveal`` interactions folded in,
+                  on the rest
+``new_items``     AUC of held-out items ranked among themselves through their features, per user
+================= =====================================================================================
+
+each next to popularity on the same users (``popularity_precision@k``, ``popularity_auc``). Search:
+
+1. the configuration: ``row_norm`` (the candidates unless fixed) and the number of epochs (early stopping
+   on warm precision@k, checkpoints every ``step`` epochs; a fixed number skips it), best warm precision
+   first, fewer epochs on ties;
+2. the serving policy on that model (recommender.model.foldin): the warm users' co-occurrence blend, the
+   feature users' popularity blend, the fresh users' fold-in and blends. A population whose best strategy
+   loses to popularity on validation is served popularity: it is never served what lost.
+
+Everything tried is recorded (``candidates``) with its score and time, and travels with the model.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from .evaluation import Scenario, Split, evaluate, holdout_split
+from .model import LFMRecommender
+from .model.foldin import Blend, FoldIn, ServingPolicy
+
+log = logging.getLogger(__name__)
+
+ROW_NORM_CANDIDATES = ("features", "together", "none")
+POPULATIONS = ("warm_users", "feature_users", "fresh_users", "new_items")
+WARM_COOC = (0.0, 0.25, 0.5, 1.0, 2.0)
+FEATURE_POPULARITY = (0.0, 0.5, 1.0, 2.0, 4.0)
+FRESH_FOLD_INS = (FoldIn("off"), FoldIn("mean", strength=0.5), FoldIn("mean", strength=1.0),
+                  FoldIn("ls", strength=1.0, prior=10.0, negatives=2.0))
+FRESH_COOC = (0.0, 0.5, 1.0, 2.0)
+FRESH_POPULARITY = (0.0, 1.0)
+
+
+def validation_split(interactions: pd.DataFrame, user_features: pd.DataFrame | None,
+                     item_features: pd.DataFrame | None, *, cold_user_frac: float = 0.1,
+                     cold_item_frac: float = 0.05, test_fraction: float = 0.2, reveal: int = 5,
+                     seed: int = 0) -> Split:
+    """The held-out slice: :func:`recommender.evaluation.holdout_split` plus a ``fresh`` scenario.
+
+    ``fresh``: the held-out users with at least ``reveal + 2`` positive interactions, their first
+    ``reveal`` (by time) given as interactions the model did not train on, the rest to find. Fractions
+    too large for the data (or no features on a side) leave that scenario out.
+    """
+    try:
+        split = holdout_split(interactions, user_features, item_features, cold_user_frac=cold_user_frac,
+                              cold_item_frac=cold_item_frac, test_fraction=test_fraction, seed=seed)
+    except ValueError:  # too few users or items with features to hold any out: warm users only
+        from .evaluation import temporal_split
+
+        train, test = temporal_split(interactions, test_fraction)
+        return Split(train, user_features, item_features, {"warm": Scenario("warm", train, test)})
+    cold = split.scenarios["cold_users"]
+    history = cold.test
+    if "weight" in history.columns:
+        history = history[history["weight"].to_numpy(dtype=np.float64) > 0]
+    order = ["user_id", "timestamp"] if "timestamp" in history.columns else ["user_id"]
+    history = history.sort_values(order, kind="stable")
+    rank = history.groupby("user_id").cumcount()
+    counts = history.groupby("user_id")["user_id"].transform("size")
+    eligible = counts >= reveal + 2
+    revealed, rest = history[eligible & (rank < reveal)], history[eligible & (rank >= reveal)]
+    if len(rest):
+        shown = {u: dict.fromkeys(g["item_id"], 1.0) for u, g in revealed.groupby("user_id")}
+        split.scenarios["fresh"] = Scenario("fresh", revealed.reset_index(drop=True), rest.reset_index(drop=True),
+                                            user_features=cold.user_features, interactions=shown)
+    return split
+
+
+@dataclass
+class Selection:
+    """What :func:`select` chose, and what it measured on the way."""
+
+    row_norm: str
+    epochs: int
+    policy: ServingPolicy
+    model: LFMRecommender = field(repr=False)  # the validation model with the chosen configuration
+    populations: dict  # population -> metrics of the chosen model and policy
+    candidates: list  # every configuration and policy tried: parameters, score, seconds
+    seconds: float
+    budget_exhausted: bool
+
+    def metrics(self) -> dict:
+        """The JSON-able part (model metadata, GET /model)."""
+        return {"chosen": {"row_norm": self.row_norm, "epochs": self.epochs, "policy": self.policy.to_dict()},
+                "populations": self.populations, "candidates": self.candidates,
+                "selection_seconds": round(self.seconds, 2), "budget_exhausted": self.budget_exhausted}
+
+
+def select(split: Split, params: dict, *, row_norms: Iterable[str] = ROW_NORM_CANDIDATES,
+           epochs: int | None = None, max_epochs: int = 60, step: int = 5, patience: int = 2,
+           budget_seconds: float = 300.0, k: int = 10, max_users: int = 500, num_threads: int = 1,
+           blends: bool = True, fold_in: bool = True,
+           progress: Callable[[str], None] | None = None) -> Selection:
+    """Train candidate configurations on ``split.train`` and pick the configuration and serving policy.
+
+    ``params`` are LFMRecommender keyword arguments (without row_norm); ``epochs`` None searches the
+    number of epochs (early stopping), an int fixes it. The budget is checked between checkpoints: the
+    first configuration always gets at least one checkpoint; later ones are skipped once it is spent.
+    ``blends`` False keeps every population on LightFM's own scores (or popularity where it wins);
+    ``fold_in`` False never moves a user's vector by interactions the model did not train on.
+
+    Raises
+    ------
+    ValueError
+        ``split`` has no warm scenario, or nothing could be trained.
+    """
+    started = time.monotonic()
+    say = progress or (lambda message: None)
+    warm = split.scenarios.get("warm")
+    if warm is None:
+        raise ValueError("the validation split has no warm users to measure")
+    candidates: list[dict] = []
+    best = None  # (score, -epochs, row_norm, model)
+    exhausted = False
+    for row_norm in row_norms:
+        if best is not None and time.monotonic() - started > budget_seconds:
+            exhausted = True
+            candidates.append({"row_norm": row_norm, "skipped": "time budget spent"})
+            continue
+        model = LFMRecommender(row_norm=row_norm, **params)
+        checkpoints = [epochs] if epochs is not None else list(range(step, max_epochs + 1, step))
+        done, best_here, since_best = 0, -1.0, 0
+        for target in checkpoints:
+            t0 = time.monotonic()
+            if done == 0:
+                model.fit(split.train, split.user_features, split.item_features, epochs=target,
+                          num_threads=num_threads)
+            else:
+                model.fit_partial(split.train, epochs=target - done, num_threads=num_threads)
+            done = target
+            score = evaluate(model, warm, (k,), max_users=max_users)["model"][f"precision@{k}"]
+            score = -1.0 if math.isnan(score) else score
+            candidates.append({"row_norm": row_norm, "epochs": target, f"warm_precision@{k}": round(score, 4),
+                               "seconds": round(time.monotonic() - t0, 2)})
+            say(f"selection: row_norm={row_norm} epochs={target} warm precision@{k}={score:.4f}")
+            if best is None or (score, -target) > best[:2]:
+                best = (score, -target, row_norm, model.clone())
+            if score > best_here * 1.001:
+                best_here, since_best = score, 0
+            else:
+                since_best += 1
+            if since_best >= patience or time.monotonic() - started > budget_seconds:
+                exhausted = exhausted or time.monotonic() - started > budget_seconds
+                break
+    if best is None:
+        raise ValueError("no configuration could be trained")
+    _, neg_epochs, row_norm, model = best
+    policy, policy_candidates = choose_policy(model, split, k=k, max_users=max_users, blends=blends,
+                                              fold_in=fold_in, progress=say)
+    candidates.extend(policy_candidates)
+    model.set_policy(policy)
+    populations = measure(model, split, k=k, max_users=max_users)
+    return Selection(row_norm, -neg_epochs, policy, model, populations, candidates,
+                     time.monotonic() - started, exhausted)
+
+
+def choose_policy(model: LFMRecommender, split: Split, *, k: int = 10, max_users: int = 500,
+                  blends: bool = True, fold_in: bool = True,
+                  progress: Callable[[str], None] | None = None) -> tuple[ServingPolicy, list[dict]]:
+    """The serving policy that scores best on each population of ``split``, and every policy tried.
+
+    Populations are searched one after the other (their parameters do not interact: each applies to
+    its own users). A population whose best score is below popularity's is served popularity.
+    """
+    say = progress or (lambda message: None)
+    name = f"precision@{k}"
+    tried: list[dict] = []
+    policy = ServingPolicy(fresh=Blend())
+
+    def score(scenario: Scenario, candidate: ServingPolicy) -> tuple[float, float]:
+        result = evaluate(model, scenario, (k,), max_users=max_users, policy=candidate)
+        return _number(result["model"][name]), _number(result["popularity"][name])
+
+    def search(population: str, scenario: Scenario | None, options: list[tuple[dict, ServingPolicy]]):
+        if scenario is None or not len(scenario.test):
+            return None
+        results = []
+        for described, candidate in options:
+            value, popularity = score(scenario, candidate)
+            results.append((value, described, candidate))
+            tried.append({"population": population, **described, name: round(value, 4),
+                          f"popularity_{name}": round(popularity, 4)})
+        value, described, candidate = max(results, key=lambda r: r[0])  # the first of equals: the simplest
+        say(f"selection: {population}: {described} {name}={value:.4f} (popularity {popularity:.4f})")
+        return value, popularity, candidate
+
+    cooc_ok = blends and model.neighbors is not None
+    if cooc_ok:
+        found = search("warm_users", split.scenarios.get("warm"),
+                       [({"cooc": c}, replace(policy, warm=Blend(cooc=c))) for c in WARM_COOC])
+        if found:
+            policy = found[2]
+    found = search("feature_users", split.scenarios.get("cold_users"),
+                   [({"popularity": p}, replace(policy, features=Blend(popularity=p)))
+                    for p in (FEATURE_POPULARITY if blends else (0.0,))])
+    if found:
+        value, popularity, policy = found
+        if value < popularity:  # the features lose: serve what won
+            policy = replace(policy, feature_users="popularity", features=Blend())
+    options = [({"fold_in": f.method, "fold_in_strength": f.strength, "cooc": c, "popularity": p},
+                replace(policy, fold_in=f, fresh=Blend(cooc=c, popularity=p)))
+               for f, c, p in itertools.product(FRESH_FOLD_INS if fold_in else FRESH_FOLD_INS[:1],
+                                                FRESH_COOC if cooc_ok else (0.0,),
+                                                FRESH_POPULARITY if blends else (0.0,))]
+    found = search("fresh_users", split.scenarios.get("fresh"), options)
+    if found:
+        value, popularity, policy = found
+        if value < popularity:
+            policy = replace(policy, fresh_users="popularity", fresh=Blend(), fold_in=FoldIn())
+    return policy, tried
+
+
+def measure(model: LFMRecommender, split: Split, *, k: int = 10, max_users: int = 500) -> dict:
+    """Per-population metrics of ``model`` as it serves (its policy), next to popularity on the same users."""
+    name = f"precision@{k}"
+    out: dict = {}
+    for population, scenario_name in (("warm_users", "warm"), ("feature_users", "cold_users"),
+                                      ("fresh_users", "fresh")):
+        scenario = split.scenarios.get(scenario_name)
+        if scenario is None or not len(scenario.test):
+            continue
+        result = evaluate(model, scenario, (k,), max_users=max_users)
+        out[population] = {name: _round(result["model"][name]), f"popularity_{name}": _round(result["popularity"][name]),
+                           "users": result["users"], "strategies": result["strategies"]}
+    scenario = split.scenarios.get("cold_items")
+    if scenario is not None and len(scenario.test):
+        result = evaluate(model, scenario, (k,), max_users=max_users)
+        out["new_items"] = {"auc": _round(result["model"]["auc"]), "popularity_auc": _round(result["popularity"]["auc"]),
+                            name: _round(result["model"][name]), "users": result["users"],
+                            "items": result["candidates"]}
+    return out
+
+
+def _number(value: float) -> float:
+    return -1.0 if value is None or math.isnan(value) else float(value)
+
+
+def _round(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else round(float(value), 4)

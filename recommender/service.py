@@ -437,6 +437,7 @@ class RecommendationService:
                 "new_items_with_features": len(snap.items.extra_ids),
                 "params": {"indicators": snap.model.indicators, "row_norm": snap.model.row_norm,
                            **snap.meta.get("lightfm_params", {})},
+                "policy": snap.model.policy.to_dict(),
                 "metrics": extra.get("metrics", {})}
 
     def readiness(self) -> dict:

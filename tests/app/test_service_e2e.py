@@ -195,6 +195,64 @@ def test_rejected_writes_write_nothing(env):
     assert env.store.get_user("careful-user") == (None, set(), set())
 
 
+def test_what_an_unknown_user_just_did_changes_its_next_answer_in_every_worker(env, world):
+    """Fold-in: three interactions posted for a user the model has never seen; its very next request in
+    either worker is served by them (strategy "interactions"), toward the items' neighbourhood."""
+    user = "fresh-visitor-1"
+    before = get(env, f"/recommend/{user}?n=10").json()
+    assert before["strategy"] == "popular"
+    genre = "horror"
+    liked = [i for i, g in sorted(world.item_genre.items()) if g == genre and i in set(world.interactions["item_id"])][:3]
+    r = requests.post(env.base + "/interactions", headers=AUTH, timeout=5,
+                      json=[{"user_id": user, "item_id": i} for i in liked])
+    assert r.status_code == 200
+    answers = [get(env, f"/recommend/{user}?n=10", headers={"Connection": "close"}).json() for _ in range(8)]
+    assert {a["strategy"] for a in answers} == {"interactions"}
+    items = [i["item_id"] for i in answers[0]["items"]]
+    assert all([i["item_id"] for i in a["items"]] == items for a in answers)  # every worker, the same answer
+    assert not set(liked) & set(items)  # seen items stay out
+    in_genre = sum(world.item_genre.get(i) == genre for i in items)
+    popular_in_genre = sum(world.item_genre.get(i["item_id"]) == genre for i in before["items"])
+    assert in_genre > popular_in_genre, (in_genre, popular_in_genre)
+
+
+def test_a_known_users_new_interactions_shift_its_answer(env, world):
+    user = sorted(set(world.interactions["user_id"]), key=lambda u: int(u[1:]))[5]
+    before = [i["item_id"] for i in get(env, f"/recommend/{user}?n=10").json()["items"]]
+    genre = "documentary"
+    new = [i for i, g in sorted(world.item_genre.items()) if g == genre][:6]
+    assert requests.post(env.base + "/interactions", headers=AUTH, timeout=5,
+                         json=[{"user_id": user, "item_id": i} for i in new]).status_code == 200
+    after = get(env, f"/recommend/{user}?n=10").json()
+    items = [i["item_id"] for i in after["items"]]
+    if after["strategy"] == "interactions":  # the policy uses them: the answer moves toward their genre
+        assert items != before
+    assert not set(new) & set(items)  # and they are excluded as seen, whatever the policy
+
+
+def test_the_session_endpoint_matches_the_library(env, world):
+    from recommender.service import SESSION_USER
+
+    model = LFMRecommender.load(f"{env.settings.model_dir}/{current_version(env.store)}")
+    recent = ["i10", "i20", {"item_id": "i30", "weight": 2.0}]
+    r = requests.post(env.base + "/recommend", json={"recent": recent, "n": 8, "filter": ["genre:drama|genre:comedy"]},
+                      timeout=5)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    catalogue = env.store.catalogue()
+    new = {i: f for i, f in env.store.get_item_features(sorted(catalogue - set(model.iid_map.index))).items()}
+    expected = model.rank(SESSION_USER, 8, interactions={"i10": 1.0, "i20": 1.0, "i30": 2.0}, item_features=new,
+                          exclude={"i10", "i20", "i30"}, filters=[["genre:drama", "genre:comedy"]])
+    assert body["strategy"] == "session" and expected.strategy == "interactions"
+    assert [i["item_id"] for i in body["items"]] == [i for i, _ in expected.items]
+    assert [i["score"] for i in body["items"]] == pytest.approx([s for _, s in expected.items], abs=1e-5)
+    for bad in ({"recent": "i1"}, {"recent": ["i1"], "n": 0}, {"recent": [{"item_id": "i1", "weight": -1}]},
+                {"recent": ["a,b"]}, {"recent": ["i1"], "surprise": 1}, {"recent": ["i1"] * 101}):
+        r = requests.post(env.base + "/recommend", json=bad, timeout=5)
+        assert r.status_code == 400 and r.json()["error"]["code"] in ("invalid_body", "invalid_parameter"), bad
+    assert env.store.get_user("nobody-wrote-this") == (None, set(), set())  # nothing was written
+
+
 def test_interactions_post_updates_seen(env, world):
     user = known_user(world)
     r = requests.post(env.base + "/interactions", headers=AUTH, timeout=5,
@@ -232,6 +290,11 @@ def test_health_ready_model_metrics_openapi(env):
     assert ready.status_code == 200 and ready.json()["model_loaded"] is True
     model = get(env, "/model").json()
     assert model["users"] > 0 and model["items"] > 0 and "precision_at_k" in model["metrics"]
+    selection = model["metrics"]["selection"]  # what the trainer chose, and how each population measured
+    assert selection["chosen"]["row_norm"] == "features" and selection["chosen"]["epochs"] == 5
+    assert set(selection["chosen"]["policy"]) >= {"warm", "features", "fresh", "fold_in"}
+    assert {"warm_users", "feature_users", "fresh_users", "new_items"} <= set(selection["populations"])
+    assert selection["candidates"] and model["policy"] == selection["chosen"]["policy"]
     get(env, "/recommend/u1")
     text = get(env, "/metrics").text
     assert 'reco_http_request_duration_seconds_bucket{endpoint="/recommend/<path:user_id>"' in text

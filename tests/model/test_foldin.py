@@ -1,0 +1,138 @@
+"""Fold-in and blends (recommender.model.foldin) against independent numpy references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from lightfm import LightFM
+
+from recommender.model import LFMRecommender
+from recommender.model.foldin import Blend, FoldIn, ItemNeighbors, ServingPolicy
+from recommender.synthetic import make_world
+
+
+@pytest.fixture(scope="module")
+def small():
+    """A world with fewer items than the 50 neighbours kept per item, so no neighbour is cut."""
+    world = make_world(n_users=200, n_items=40, mean_interactions=8, seed=4)
+    model = LFMRecommender(no_components=8, loss="warp", row_norm="features", random_state=2)
+    model.fit(world.interactions, world.user_features, world.item_features, epochs=3)
+    return world, model
+
+
+def cosine_cooccurrence(frame: pd.DataFrame, items: list[str]) -> np.ndarray:
+    """Brute force: users-by-items 0/1 matrix, then cosine between item columns, diagonal 0."""
+    users = sorted(set(frame["user_id"]))
+    x = np.zeros((len(users), len(items)))
+    for u, i in zip(frame["user_id"], frame["item_id"]):
+        x[users.index(u), items.index(i)] = 1.0
+    co = x.T @ x
+    norms = np.sqrt(np.diag(co))
+    cos = co / np.outer(norms, norms)
+    np.fill_diagonal(cos, 0.0)
+    return np.nan_to_num(cos)
+
+
+def z(values: np.ndarray) -> np.ndarray:
+    return (values - values.mean()) / values.std()
+
+
+def test_neighbours_are_the_cosine_cooccurrence(small):
+    world, model = small
+    items = list(model.iid_map.index)
+    reference = cosine_cooccurrence(world.interactions, items)
+    np.testing.assert_allclose(model.neighbors.matrix.toarray(), reference, rtol=1e-5, atol=1e-6)
+    cut = ItemNeighbors.fit(np.array([0, 0, 0, 1, 1]), np.array([0, 1, 2, 0, 1]), 2, 3, k=1)
+    assert cut.matrix.getnnz(axis=1).tolist() == [1, 1, 1]
+
+
+def test_warm_cooccurrence_blend_equals_its_reference(small):
+    world, model = small
+    user = model.uid_map.index[5]
+    policy = ServingPolicy(warm=Blend(cooc=0.7))
+    got = model.predict_online(user, policy=policy)
+    assert got.attrs["strategy"] == "personalized"
+    items = list(model.iid_map.index)
+    lightfm = LightFM.predict(model, int(model.uid_map[user]), np.arange(len(items), dtype=np.int32),
+                              user_features=model.user_features_, item_features=model.item_features_)
+    history = set(world.interactions.loc[world.interactions["user_id"] == user, "item_id"])
+    cooc = cosine_cooccurrence(world.interactions, items)[[items.index(i) for i in history]].sum(axis=0)
+    np.testing.assert_allclose(got.to_numpy(), z(lightfm) + 0.7 * z(cooc), rtol=1e-4, atol=1e-4)
+    # without a policy (or with the default one) the scores stay LightFM's own
+    np.testing.assert_allclose(model.predict_online(user).to_numpy(), lightfm, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fold_in", [FoldIn("mean", strength=0.8), FoldIn("ls", strength=2.0, prior=3.0,
+                                                                          negatives=1.5)])
+def test_fold_in_moves_the_user_vector_as_its_formula_says(small, fold_in):
+    world, model = small
+    new_user = "fresh-one"
+    given = {"i3": 1.0, "i7": 2.0, "i11": 1.0}
+    policy = ServingPolicy(fresh=Blend(), fold_in=fold_in)
+    got = model.predict_online(new_user, interactions=given, policy=policy)
+    assert got.attrs["strategy"] == "interactions"
+    item_bias, item_repr = model.get_item_representations(model.item_features_)
+    rows = [model.iid_map[i] for i in given]
+    v, b = item_repr[rows].astype(np.float64), item_bias[rows].astype(np.float64)
+    w = np.array(list(given.values())) / sum(given.values())
+    if fold_in.method == "mean":
+        u = fold_in.strength * (w @ v)
+    else:  # least squares: interacted items near `strength`, every item near 0, towards u0 = 0
+        gram = item_repr.astype(np.float64).T @ item_repr / len(item_repr)
+        n = len(rows)
+        a = (v * w[:, None]).T @ v * n + fold_in.negatives * n * gram + fold_in.prior * np.eye(v.shape[1])
+        u = np.linalg.solve(a, (v * w[:, None]).T @ (fold_in.strength - b) * n)
+    np.testing.assert_allclose(got.to_numpy(), item_repr @ u + item_bias, rtol=1e-4, atol=1e-4)
+    # with features, the starting point is the features' representation
+    feats = {"age:25-34": 1.0}
+    with_features = model.predict_online(new_user, user_features=feats, interactions=given, policy=policy)
+    assert not np.allclose(with_features.to_numpy(), got.to_numpy())
+
+
+def test_a_user_known_only_by_its_interactions_is_ranked_by_what_cooccurs(small):
+    world, model = small
+    items = list(model.iid_map.index)
+    given = {"i3": 1.0, "i7": 1.0}
+    got = model.predict_online("stranger", interactions=given)  # the default policy: fresh users by co-occurrence
+    assert got.attrs["strategy"] == "interactions"
+    cooc = cosine_cooccurrence(world.interactions, items)[[items.index(i) for i in given]].sum(axis=0)
+    popularity = np.log1p(model.baseline.to_numpy())
+    np.testing.assert_allclose(got.to_numpy(), z(popularity) + z(cooc), rtol=1e-4, atol=1e-4)
+    assert model.predict_online("stranger", interactions={"no-such-item": 1.0}).attrs["strategy"] == "popular"
+    popular = ServingPolicy(fresh_users="popularity")
+    assert model.predict_online("stranger", interactions=given, policy=popular).attrs["strategy"] == "popular"
+
+
+def test_the_policy_travels_with_the_model(small, tmp_path):
+    _, model = small
+    policy = ServingPolicy(warm=Blend(cooc=0.5), features=Blend(popularity=2.0), fresh=Blend(cooc=1.0, popularity=1.0),
+                           fold_in=FoldIn("ls", strength=1.5), feature_users="popularity")
+    copy = model.clone()
+    copy.set_policy(policy)
+    copy.save(tmp_path / "m")
+    loaded = LFMRecommender.load(tmp_path / "m")
+    assert loaded.policy == policy
+    user = model.uid_map.index[3]
+    np.testing.assert_allclose(loaded.predict_online(user).to_numpy(), copy.predict_online(user).to_numpy(),
+                               rtol=1e-6)
+    assert loaded.predict_online("x", user_features={"age:25-34": 1.0}).attrs["strategy"] == "popular"
+    with pytest.raises(ValueError):
+        FoldIn("magic")
+    with pytest.raises(ValueError):
+        Blend(cooc=-1)
+
+
+def test_a_known_users_new_interactions_move_its_answer_under_a_policy_that_uses_them(small):
+    _, model = small
+    user = model.uid_map.index[7]
+    given = {"i2": 1.0, "i9": 1.0, "i15": 1.0}
+    plain = model.predict_online(user).to_numpy()
+    for policy in (ServingPolicy(fold_in=FoldIn("mean", strength=2.0)), ServingPolicy(warm=Blend(cooc=2.0))):
+        moved = model.predict_online(user, interactions=given, policy=policy)
+        assert moved.attrs["strategy"] == "interactions"
+        assert not np.allclose(moved.to_numpy(), plain)
+    # the default policy (fold-in off, no warm blend) leaves a known user's scores as LightFM's own
+    unchanged = model.predict_online(user, interactions=given)
+    assert unchanged.attrs["strategy"] == "personalized"
+    np.testing.assert_allclose(unchanged.to_numpy(), plain, rtol=1e-6)

@@ -68,6 +68,30 @@ def load_checked(model_dir: str | Path, version: str) -> LFMRecommender:
     return model
 
 
+def build_snapshot(store, model: LFMRecommender, version: str) -> ModelSnapshot:
+    """A model's snapshot against the store now: which known items are in the catalogue, and the features of
+    catalogue items the model does not know and of known items changed since its training snapshot.
+
+    Raises
+    ------
+    StoreUnavailableError
+        Redis did not answer.
+    """
+    meta = dict(getattr(model, "artifact_meta", {}))
+    since = float(meta.get("extra", {}).get("data_snapshot_at", 0.0))
+    catalogue = store.catalogue()
+    recommendable = np.fromiter((i in catalogue for i in model.item_space.ids), dtype=bool, count=model.n_items)
+    known = model.item_space.id_index
+    wanted = {i for i in catalogue if i not in known}
+    wanted.update(i for i, _ in store.item_changes_since(since) if i in known)
+    wanted_list = sorted(wanted)
+    features: dict = {}
+    for start in range(0, len(wanted_list), 5000):
+        features.update(store.get_item_features(wanted_list[start:start + 5000]))
+    return ModelSnapshot(model, version, time.time(), meta,
+                         model.index.prepare_items(features, recommendable=recommendable), features, recommendable)
+
+
 class ModelWatcher:
     """Background thread: follow the published version and item feature changes, swap snapshots."""
 
@@ -134,34 +158,15 @@ class ModelWatcher:
             self.holder.failed_versions[version] = str(exc)
             log.error("model %s failed to load and is skipped; the current model keeps serving: %s", version, exc)
             return
-        meta = dict(getattr(model, "artifact_meta", {}))
-        since = float(meta.get("extra", {}).get("data_snapshot_at", 0.0))
         changes_from = time.time()
-        catalogue = self.store.catalogue()
-        recommendable = np.fromiter((i in catalogue for i in model.item_space.ids), dtype=bool,
-                                    count=model.n_items)
-        features = self._overlay_features(model, since, catalogue)
-        snapshot = ModelSnapshot(model, version, time.time(), meta,
-                                 model.index.prepare_items(features, recommendable=recommendable), features,
-                                 recommendable)
+        snapshot = build_snapshot(self.store, model, version)
+        features = snapshot.item_features
         self._changes_seen_at = changes_from
         self.holder.swap(snapshot)
         log.info("serving model %s (%d users, %d items, %d overlay items) after %.2fs", version, model.n_users,
                  model.n_items, len(features), time.monotonic() - started)
         if self.on_swap:
             self.on_swap(snapshot)
-
-    def _overlay_features(self, model: LFMRecommender, since: float, catalogue: set[str]) -> dict:
-        """Features of catalogue items the model does not know, and of known items changed since its data
-        snapshot."""
-        known = model.item_space.id_index
-        wanted = {i for i in catalogue if i not in known}
-        wanted.update(i for i, _ in self.store.item_changes_since(since) if i in known)
-        wanted_list = sorted(wanted)
-        features: dict = {}
-        for start in range(0, len(wanted_list), 5000):
-            features.update(self.store.get_item_features(wanted_list[start:start + 5000]))
-        return features
 
     def _refresh_items(self, snap: ModelSnapshot) -> None:
         """Re-prepare the overlay and the catalogue mask when items changed (written or deleted) since the

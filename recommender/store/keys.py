@@ -8,6 +8,7 @@ key (prefix ``reco:``)              type       holds
 ``reco:user:{id}:negative``         set        items the user gave weight <= 0 (never recommended back)
 ``reco:user:{id}:log``              list       stream ids of the user's interactions (erasure)
 ``reco:user:{id}:recent``           zset       the user's latest positive items -> time (fold-in), capped
+``reco:user:{id}:batch``            string     precomputed top-N (JSON) written by reco-batch --redis
 ``reco:item:{id}:features``         hash       feature name -> weight
 ``reco:users``                      set        users that have a feature hash (O(1) counts)
 ``reco:items``                      set        the item catalogue: every item that may be recommended
@@ -33,7 +34,8 @@ SEEN = ":seen"
 NEGATIVE = ":negative"
 LOG = ":log"
 RECENT = ":recent"
-USER_SUFFIXES = (FEATURES, SEEN, NEGATIVE, LOG, RECENT)
+BATCH = ":batch"
+USER_SUFFIXES = (FEATURES, SEEN, NEGATIVE, LOG, RECENT, BATCH)
 #: the field that marks a feature hash as explicitly empty (PUT {}): "" is not a valid feature name, and
 #: Redis keeps no empty hash, so without it "no features" could not be told from "never written"
 EMPTY_MARKER = ""
@@ -77,6 +79,10 @@ class Keys:
     def user_recent(self, user_id: str) -> str:
         """Sorted set of a user's latest positive items, scored by the time of the interaction (fold-in)."""
         return f"{self.user_prefix}{user_id}{RECENT}"
+
+    def user_batch(self, user_id: str) -> str:
+        """A user's precomputed top-N (JSON), written by a batch run."""
+        return f"{self.user_prefix}{user_id}{BATCH}"
 
     def user_keys(self, user_id: str) -> list[str]:
         """Every per-user key of a user."""

@@ -6,6 +6,8 @@ import json
 import logging
 from pathlib import Path
 
+from .errors import ArtifactError
+from .model.artifact_store import ArtifactStore, artifact_store_from_settings
 from .store.jobs import current_version
 from .settings import Settings
 from .synthetic import make_world
@@ -32,10 +34,20 @@ def ensure_demo_data(store, examples_path: Path | None = None, *, n_users: int =
     return examples
 
 
-def ensure_model(store, settings: Settings, *, verbose: bool = True) -> TrainResult | None:
-    """Train and publish a first model unless a readable one is already published."""
+def ensure_model(store, settings: Settings, *, verbose: bool = True,
+                 artifacts: ArtifactStore | None = None) -> TrainResult | None:
+    """Train and publish a first model unless a readable one is already published.
+
+    ``artifacts`` defaults to the store the settings name. Raises ArtifactStoreUnavailableError when an
+    object store cannot be reached (nothing is trained then).
+    """
+    artifacts = artifacts if artifacts is not None else artifact_store_from_settings(settings)
     version = current_version(store)
-    if version and (Path(settings.model_dir) / version / "meta.json").exists():
-        return None
+    if version:
+        try:
+            artifacts.read_meta(version)
+            return None
+        except ArtifactError as exc:
+            log.warning("the published model %s is not readable (%s)", version, exc)
     log.info("no published model: training the first one")
-    return Trainer(store, settings).train_and_publish(force=True, verbose=verbose)
+    return Trainer(store, settings, artifacts=artifacts).train_and_publish(force=True, verbose=verbose)

@@ -63,6 +63,16 @@ class ArtifactError(RecommenderError, ValueError):
     code = "bad_artifact"
 
 
+class ArtifactStoreUnavailableError(RecommenderError):
+    """The artifact store (an S3-compatible object store) could not be reached, or refused the request.
+
+    Unlike ArtifactError it says nothing about the version itself: the watcher retries it on its next
+    round instead of skipping the version for good.
+    """
+
+    code = "artifact_store_unavailable"
+
+
 class StoreUnavailableError(RecommenderError):
     """The feature store (Redis) could not be reached within its timeout, or refused the command."""
 

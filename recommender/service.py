@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 from .errors import InvalidInputError, NoModelError, NotFoundError, StoreUnavailableError
 from .features import check_feature_name, check_id, check_weight
 from .model import STRATEGY_INTERACTIONS
+from .model.artifact_store import artifact_store_from_settings
 from .serving import ModelHolder, ModelSnapshot, ModelWatcher
 from .settings import Settings
 from .store import RedisFeatureStore, UserRecord, WriteResult, jobs
@@ -107,14 +108,15 @@ class RecommendationService:
             users = UserCache(users, settings.user_cache_size, settings.user_cache_ttl,
                               on_lookup=hooks.on_user_lookup).start()
         holder = ModelHolder()
-        watcher = ModelWatcher(holder, store, settings.model_dir, settings.watch_interval,
+        artifacts = artifact_store_from_settings(settings)  # MODEL_DIR, or an object store cached in MODEL_DIR
+        watcher = ModelWatcher(holder, store, artifacts, settings.watch_interval,
                                on_swap=hooks.on_swap).start()
         trainer = None
         if settings.trainer_in_app:
             trainer_store = RedisFeatureStore.from_url(settings.redis_url, prefix=settings.redis_prefix,
                                                        socket_timeout=10.0, connect_timeout=2.0,
                                                        max_weight=settings.max_weight)
-            trainer = Trainer(trainer_store, settings, on_result=hooks.on_retrain).start()
+            trainer = Trainer(trainer_store, settings, on_result=hooks.on_retrain, artifacts=artifacts).start()
         return cls(settings, store, users, holder, watcher, trainer)
 
     def stop(self) -> None:

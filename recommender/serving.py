@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import ArtifactError, RecommenderError
 from .model import LFMRecommender, PreparedItems
+from .model.artifact_store import ArtifactStore, LocalArtifactStore
 from .store.jobs import current_version
 
 log = logging.getLogger(__name__)
@@ -93,13 +94,18 @@ def build_snapshot(store, model: LFMRecommender, version: str) -> ModelSnapshot:
 
 
 class ModelWatcher:
-    """Background thread: follow the published version and item feature changes, swap snapshots."""
+    """Background thread: follow the published version and item feature changes, swap snapshots.
 
-    def __init__(self, holder: ModelHolder, store, model_dir: str | Path, interval: float = 1.0,
+    ``artifacts`` is where versions are fetched from: an ArtifactStore (a directory, or an object store
+    whose versions are downloaded to a local cache by this thread), or a MODEL_DIR path.
+    """
+
+    def __init__(self, holder: ModelHolder, store, artifacts: ArtifactStore | str | Path, interval: float = 1.0,
                  on_swap=None) -> None:
         self.holder = holder
         self.store = store
-        self.model_dir = Path(model_dir)
+        self.artifacts = artifacts if isinstance(artifacts, ArtifactStore) else LocalArtifactStore(artifacts)
+        self.model_dir = self.artifacts.root
         self.interval = interval
         self.on_swap = on_swap
         self._stop = threading.Event()
@@ -141,9 +147,9 @@ class ModelWatcher:
             elif snap is not None:
                 self._refresh_items(snap)
             self.last_error = None
-        except RecommenderError as exc:  # Redis down: keep serving what we have
+        except RecommenderError as exc:  # Redis or the artifact store down: keep serving what we have, retry
             self.last_error = str(exc)
-            log.warning("watcher: Redis unavailable, serving the current model: %s", exc)
+            log.warning("watcher: a store is unavailable, serving the current model: %s", exc)
         except Exception as exc:  # never let the thread die
             self.last_error = repr(exc)
             log.exception("watcher: unexpected error")
@@ -153,7 +159,8 @@ class ModelWatcher:
         """Load and check a version, prepare its item overlay, and swap; a failure is logged and skipped."""
         started = time.monotonic()
         try:
-            model = load_checked(self.model_dir, version)
+            directory = self.artifacts.fetch(version)  # an object store's version: downloaded and verified here
+            model = load_checked(directory.parent, version)
         except (ArtifactError, OSError, ValueError, KeyError) as exc:
             self.holder.failed_versions[version] = str(exc)
             log.error("model %s failed to load and is skipped; the current model keeps serving: %s", version, exc)
@@ -167,6 +174,10 @@ class ModelWatcher:
                  model.n_items, len(features), time.monotonic() - started)
         if self.on_swap:
             self.on_swap(snapshot)
+        try:
+            self.artifacts.prune_cache(protect={version})  # MODEL_RETENTION, in an object store's local cache
+        except OSError as exc:
+            log.warning("could not prune the model cache %s: %s", self.model_dir, exc)
 
     def _refresh_items(self, snap: ModelSnapshot) -> None:
         """Re-prepare the overlay and the catalogue mask when items changed (written or deleted) since the

@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Mapping
 
 from .features import MAX_WEIGHT, ROW_NORMS
+from .model.artifact_store import parse_store_url
 from .model.lightfm_model import INDICATORS, LOSSES
 
 TRUE = ("1", "true", "yes", "on")
@@ -34,7 +35,9 @@ class Settings:
     redis_prefix: str = "reco:"
     redis_timeout: float = 0.25  # seconds per Redis call on the request path; then degrade
     redis_breaker_seconds: float = 1.0  # after a failed request-path read, degrade at once this long; 0 = off
-    model_dir: str = "var/models"
+    model_dir: str = "var/models"  # the store of versions; with MODEL_STORE, the local cache of downloaded ones
+    model_store: str | None = None  # s3://bucket/prefix: publish to an S3-compatible object store
+    model_retention: int = 0  # versions kept when pruning after a publish (store and caches); 0 = keep all
     admin_token: str | None = None
     max_n: int = 100
     default_n: int = 10
@@ -74,7 +77,8 @@ class Settings:
     ENV = {
         "redis_url": "REDIS_URL", "redis_prefix": "REDIS_PREFIX", "redis_timeout": "REDIS_TIMEOUT",
         "redis_breaker_seconds": "REDIS_BREAKER_SECONDS",
-        "model_dir": "MODEL_DIR", "admin_token": "ADMIN_TOKEN", "max_n": "MAX_N", "default_n": "DEFAULT_N",
+        "model_dir": "MODEL_DIR", "model_store": "MODEL_STORE", "model_retention": "MODEL_RETENTION",
+        "admin_token": "ADMIN_TOKEN", "max_n": "MAX_N", "default_n": "DEFAULT_N",
         "max_candidates": "MAX_CANDIDATES", "max_body_bytes": "MAX_BODY_BYTES",
         "max_interactions_per_request": "MAX_INTERACTIONS_PER_REQUEST", "max_weight": "MAX_WEIGHT",
         "idempotency_ttl": "IDEMPOTENCY_TTL", "max_interactions": "MAX_INTERACTIONS",
@@ -113,6 +117,13 @@ class Settings:
         problems = []
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
+        if self.model_store is not None:
+            try:
+                parse_store_url(self.model_store)
+            except ValueError:
+                problems.append("MODEL_STORE must be s3://bucket or s3://bucket/prefix (unset: MODEL_DIR is the store)")
+        if self.model_retention < 0:
+            problems.append("MODEL_RETENTION must be >= 0 (0 keeps every version)")
         if not (1 <= self.default_n <= self.max_n <= 10_000):
             problems.append("need 1 <= DEFAULT_N <= MAX_N <= 10000")
         if self.max_session_items < 1:

@@ -8,7 +8,8 @@ import signal
 import sys
 import time
 
-from .errors import LockedError
+from .errors import ArtifactStoreUnavailableError, LockedError
+from .model.artifact_store import ArtifactStore, artifact_store_from_settings
 from .settings import Settings
 from .store import RedisFeatureStore, jobs
 from .training import Trainer
@@ -32,6 +33,24 @@ def connect(settings: Settings, wait: float = 120.0) -> RedisFeatureStore:
     return store
 
 
+def artifact_store(settings: Settings, wait: float = 120.0) -> ArtifactStore:
+    """The artifact store the settings name, waiting (with backoff) until it answers: an object store
+    started beside the trainer (docker compose) may come up after it."""
+    artifacts = artifact_store_from_settings(settings)
+    deadline = time.monotonic() + wait
+    delay = 0.2
+    while True:
+        try:
+            artifacts.check()
+            return artifacts
+        except ArtifactStoreUnavailableError as exc:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the artifact store did not answer within {wait:.0f}s: {exc}") from None
+            log.info("waiting for the artifact store %s", artifacts.location)
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the trainer loop until SIGINT/SIGTERM, or one forced training with --once."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -43,12 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s trainer %(levelname)s %(message)s")
     settings = Settings.from_env()
     store = connect(settings)
-    trainer = Trainer(store, settings)
+    artifacts = artifact_store(settings)
+    trainer = Trainer(store, settings, artifacts=artifacts)
     if args.init_demo:
         from .bootstrap import ensure_demo_data, ensure_model
 
         ensure_demo_data(store)
-        result = ensure_model(store, settings)
+        result = ensure_model(store, settings, artifacts=artifacts)
         log.info("init done: %s", f"published {result.version}" if result else "a model was already published")
         return 0
     if args.once:
@@ -63,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("published %s: %s", result.version, result.metrics)
         return 0
     signal.signal(signal.SIGTERM, lambda *_: trainer._stop.set())
-    log.info("trainer waiting for jobs (prefix %s, model dir %s)", settings.redis_prefix, settings.model_dir)
+    log.info("trainer waiting for jobs (prefix %s, models in %s)", settings.redis_prefix, artifacts.location)
     try:
         trainer.loop()
     except KeyboardInterrupt:

@@ -10,7 +10,6 @@ recommender.trainer``) or as a thread of the app.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 import time
@@ -20,7 +19,8 @@ import numpy as np
 
 from .errors import LockedError
 from .model import LFMRecommender
-from .model.artifacts import ANN_FILE, publish_model, read_meta
+from .model.artifact_store import ArtifactStore, artifact_store_from_settings
+from .model.artifacts import ANN_FILE
 from .selection import select, validation_split
 from .settings import Settings
 from .store import jobs
@@ -55,11 +55,16 @@ class TrainResult:
 
 
 class Trainer:
-    """Trains, evaluates and publishes models; one at a time across all processes (Redis lock)."""
+    """Trains, evaluates and publishes models; one at a time across all processes (Redis lock).
 
-    def __init__(self, store, settings: Settings, on_result=None) -> None:
+    ``artifacts`` is where versions are published (default: the store the settings name, a directory or
+    an object store).
+    """
+
+    def __init__(self, store, settings: Settings, on_result=None, artifacts: ArtifactStore | None = None) -> None:
         self.store = store
         self.settings = settings
+        self.artifacts = artifacts if artifacts is not None else artifact_store_from_settings(settings)
         self.on_result = on_result  # called with (seconds, outcome) after every run
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -153,13 +158,14 @@ class Trainer:
             metrics["ann_build_seconds"] = round(time.monotonic() - built, 2)
             metrics.update(self._tune_index(final, index, token, job_id))
             extra_files[ANN_FILE] = index.save
-        version = publish_model(final, s.model_dir, extra={
+        version = self.artifacts.publish(final, extra={
             "metrics": metrics, "trained_at": time.time(), "data_snapshot_at": taken_at,
             "n_users": final.n_users, "n_items": final.n_items,
             "ann_ef_search": metrics.get("ann_ef_search", s.ann_ef_search)},
             extra_files=extra_files)
-        jobs.publish_version(self.store, version)
+        jobs.publish_version(self.store, version)  # the pointer moves last: every object is in place
         log.info("published model %s (%s): %s", version, decision, metrics)
+        self._prune(version)
         return TrainResult(version, True, decision, metrics)
 
     def _tune_index(self, model: LFMRecommender, index, token: str, job_id: str | None) -> dict:
@@ -212,13 +218,26 @@ class Trainer:
             return f"precision@{k} {precision:.4f} < popularity's {baseline:.4f} on the same held-out interactions"
         return None
 
+    def _prune(self, published: str) -> None:
+        """Keep MODEL_RETENTION versions, never the published one nor ``published``; a failure is logged
+        and does not fail the run (the model is out)."""
+        if not self.settings.model_retention:
+            return
+        try:
+            gone = self.artifacts.prune(protect={published, jobs.current_version(self.store)})
+        except Exception as exc:  # noqa: BLE001 - pruning is housekeeping; the next publish tries again
+            log.warning("could not prune old model versions in %s: %s", self.artifacts.location, exc)
+            return
+        if gone:
+            log.info("pruned %d old model version(s) from %s: %s", len(gone), self.artifacts.location, ", ".join(gone))
+
     def _serving_metrics(self) -> float | None:
         """precision@k recorded when the serving model was published (evaluated on its own held-out slice)."""
         version = jobs.current_version(self.store)
         if not version:
             return None
         try:
-            meta = read_meta(os.path.join(self.settings.model_dir, version))
+            meta = self.artifacts.read_meta(version)
         except Exception:  # the serving artifact is unreadable: nothing to compare against
             return None
         return meta.get("extra", {}).get("metrics", {}).get("precision_at_k")

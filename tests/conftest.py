@@ -1,4 +1,4 @@
-"""Shared fixtures: a real Redis (REDIS_URL, else a private redis-server on a free port)."""
+"""Shared fixtures: a real Redis (REDIS_URL, else a private redis-server on a free port), a local S3 server."""
 
 from __future__ import annotations
 
@@ -36,3 +36,25 @@ def key_prefix(redis_url):
     for start in range(0, len(keys), 500):
         client.delete(*keys[start:start + 500])
     client.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A local S3-compatible server (moto_server on a free port), started once and stopped at the end."""
+    from tests.helpers import S3Server
+
+    server = S3Server(tmp_path_factory.mktemp("s3")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch):
+    """A fresh bucket on the local S3 server, with the AWS variables pointing at that server for this test."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return s3_server.new_bucket()

@@ -1,15 +1,19 @@
-"""Helpers for end-to-end tests: seed a store, publish a model, run a real gunicorn."""
+"""Helpers for end-to-end tests: seed a store, publish a model, run a real gunicorn or a local S3 server."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+import uuid
 from pathlib import Path
 
 from recommender.settings import Settings
 from recommender.store import RedisFeatureStore
 from recommender.synthetic import World, make_world
 from recommender.training import Trainer
-from recommender.launch import Service, env_for, start_gunicorn  # noqa: F401 (re-exported for the tests)
+from recommender.launch import Service, env_for, http_status, start_gunicorn  # noqa: F401 (re-exported for the tests)
+from recommender.localredis import free_port
 
 TOKEN = "test-admin-token-0123456789"
 
@@ -50,3 +54,66 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.2):
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+class S3Server:
+    """A local S3-compatible server: moto's ``moto_server`` as a child process on a free port.
+
+    It stands in for S3, MinIO or Ceph (MinIO itself is not installable on these machines); real boto3
+    talks HTTP to it. Buckets live in the server's memory and go with it.
+    """
+
+    REGION = "us-east-1"
+
+    def __init__(self, log_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(log_dir) / "moto_server.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The standard AWS variables that point boto3 (and the service) at this server."""
+        return {"AWS_ENDPOINT_URL": self.url, "AWS_DEFAULT_REGION": self.REGION,
+                "AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret"}
+
+    def start(self, timeout: float = 30.0) -> "S3Server":
+        """Start the server and wait until it answers HTTP (RuntimeError otherwise)."""
+        with open(self.log_path, "wb") as out:
+            self.process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                                             "-p", str(self.port)], stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"moto_server exited with {self.process.returncode}: "
+                                   f"{self.log_path.read_text(errors='replace')[-2000:]}")
+            if http_status(self.url + "/") is not None:
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"moto_server did not answer within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def client(self, **config):
+        """A boto3 S3 client for this server (``config``: botocore Config arguments, e.g. retries)."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.session.Session().client(
+            "s3", endpoint_url=self.url, region_name=self.REGION, aws_access_key_id="test-key",
+            aws_secret_access_key="test-secret", config=Config(**config) if config else None)
+
+    def new_bucket(self) -> str:
+        """Create an empty bucket with a fresh name and return the name."""
+        name = f"test-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name

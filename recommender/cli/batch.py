@@ -2,7 +2,7 @@
 
     reco-batch --out recs.csv [--n 10] [--users u1,u2 | --users-file FILE] [--redis] [--version V]
 
-Reads the published model version (or ``--version``) from MODEL_DIR and the catalogue, seen and negative
+Reads the published model version (or ``--version``) from MODEL_DIR or MODEL_STORE and the catalogue, seen and negative
 items from Redis (REDIS_URL, REDIS_PREFIX), so the answers are those of GET /recommend for users without
 interactions since training. Writes CSV (user_id,rank,item_id,score) or Parquet (``.parquet``, needs
 pyarrow), block by block: memory does not grow with the number of users. ``--redis`` also writes each
@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ..batch import batch_recommend, to_redis
 from ..errors import ArtifactError, StoreUnavailableError
+from ..model.artifact_store import artifact_store_from_settings
 from ..serving import build_snapshot, load_checked
 from ..settings import Settings
 from ..store import RedisFeatureStore
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         if not version:
             print("error: no model is published yet", file=sys.stderr)
             return 1
-        snap = build_snapshot(store, load_checked(settings.model_dir, version), version)
+        directory = artifact_store_from_settings(settings).fetch(version)  # downloaded first from an object store
+        snap = build_snapshot(store, load_checked(directory.parent, version), version)
     except (StoreUnavailableError, ArtifactError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -87,19 +87,50 @@ def read_meta(directory: str | os.PathLike) -> dict:
     if not path.is_file():
         raise ArtifactError(f"{directory} is not a model directory: {META} is missing")
     try:
-        meta = json.loads(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{path} is not valid JSON (truncated or altered?): {exc}") from None
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"{path} cannot be read: {exc}") from None
+    return parse_meta(raw, str(directory))
+
+
+def parse_meta(raw: bytes, source: str) -> dict:
+    """Verify the bytes of a meta.json (format, version, own checksum) and return the metadata.
+
+    ``source`` names where the bytes came from (a directory, an object store key) in error messages.
+
+    Raises
+    ------
+    ArtifactError
+        Not JSON, not this format or format version, or the metadata fails its own checksum.
+    """
+    try:
+        meta = json.loads(raw)
+    except ValueError as exc:
+        raise ArtifactError(f"{source}/{META} is not valid JSON (truncated or altered?): {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ArtifactError(f"{directory} does not hold an {FORMAT} model (format={meta.get('format') if isinstance(meta, dict) else None!r})")
+        raise ArtifactError(f"{source} does not hold an {FORMAT} model (format={meta.get('format') if isinstance(meta, dict) else None!r})")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"{directory} has format version {meta.get('format_version')!r}; "
+        raise ArtifactError(f"{source} has format version {meta.get('format_version')!r}; "
                             f"this code reads version {FORMAT_VERSION}")
     claimed = meta.pop("checksum", None)
     if claimed != _sha256(_canonical(meta)):
-        raise ArtifactError(f"{path} fails its checksum: the metadata was altered")
+        raise ArtifactError(f"{source}/{META} fails its checksum: the metadata was altered")
     meta["checksum"] = claimed
     return meta
+
+
+def expected_files(meta: dict) -> dict[str, str]:
+    """Every file a version holds besides meta.json, mapped to the SHA-256 (hex) that meta.json records.
+
+    ``arrays.npz`` and each extra file (e.g. ``ann.faiss``); a copy of the version (a download) is
+    complete and intact when each of these files exists with that digest (:func:`file_sha256`).
+    """
+    return {ARRAYS: meta["arrays_sha256"], **meta.get("extra", {}).get("files", {})}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file, read in chunks."""
+    return _file_sha256(Path(path))
 
 
 def load_model(directory: str | os.PathLike, cls):

@@ -50,8 +50,10 @@ def openapi_document() -> dict:
                     "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
                 "Recommendation": {"type": "object", "required": ["user_id", "model_version", "strategy", "items"],
                                    "properties": {
-                                       "user_id": {"type": "string"}, "model_version": {"type": "string"},
-                                       "strategy": {"type": "string", "enum": ["personalized", "features", "popular"]},
+                                       "user_id": {"type": "string", "nullable": True},
+                                       "model_version": {"type": "string"},
+                                       "strategy": {"type": "string", "enum": ["personalized", "features", "interactions",
+                                                                                "session", "popular"]},
                                        "degraded": {"type": "boolean"},
                                        "items": {"type": "array", "items": {
                                            "type": "object", "required": ["item_id", "score"],
@@ -78,6 +80,25 @@ def openapi_document() -> dict:
                 ],
                 "responses": {"200": _json({"$ref": "#/components/schemas/Recommendation"}, "Recommendations"),
                               **_errors(400, 503)}}},
+            "/recommend": {"post": {
+                "summary": "Recommendations for a session's recent items (nothing is written)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["recent"], "additionalProperties": False, "properties": {
+                        "recent": {"type": "array", "maxItems": 100, "items": {"oneOf": [
+                            ID, {"type": "object", "required": ["item_id"], "additionalProperties": False,
+                                 "properties": {"item_id": ID, "weight": {"type": "number", "minimum": 0, "exclusiveMinimum": True,
+                                                                          "maximum": 100}}}]}},
+                        "user_id": ID,
+                        "features": {"type": "object", "additionalProperties": {"type": "number", "minimum": -100,
+                                                                                "maximum": 100}},
+                        "n": {"type": "integer", "minimum": 1, "maximum": 100},
+                        "items": {"type": "array", "items": ID, "minItems": 1},
+                        "exclude_seen": {"type": "boolean"},
+                        "exclude": {"type": "array", "items": ID},
+                        "filter": {"type": "array", "items": {"type": "string"}}},
+                    "example": {"recent": ["i10", {"item_id": "i20", "weight": 2}], "n": 5}}}}},
+                "responses": {"200": _json({"$ref": "#/components/schemas/Recommendation"}, "Recommendations"),
+                              **_errors(400, 413, 503)}}},
             "/items/{item_id}/similar": {"get": {
                 "summary": "Items nearest to an item in the model's representation (cosine)",
                 "parameters": [{"name": "item_id", "in": "path", "required": True, "schema": ID}, N, EXCLUDE,

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 MAX_FEATURES_PER_ENTITY = 1000
 MAX_FILTER_NAMES = 50  # feature names in one request's filters
+DEFAULT_HISTORY_LIMIT = 20  # retrain jobs GET /retrain answers without ?limit=
 
 
 @dataclass(frozen=True)
@@ -335,6 +336,24 @@ class RecommendationService:
         if job is None:
             raise NotFoundError(f"no retrain job {job_id!r}", code="unknown_job")
         return job
+
+    def recent_retrains(self, limit: int | None = None) -> list[dict]:
+        """The newest retrain jobs, newest first (``limit``: 1 to jobs.HISTORY_LENGTH, default 20), each as
+        :meth:`retrain_job` reads it: status, decision, metrics and version. Jobs whose record expired
+        (7 days) are left out.
+
+        Raises
+        ------
+        InvalidInputError
+            ``limit`` outside [1, HISTORY_LENGTH] (``invalid_parameter``).
+        StoreUnavailableError
+            Redis did not answer.
+        """
+        limit = DEFAULT_HISTORY_LIMIT if limit is None else limit
+        if not 1 <= limit <= jobs.HISTORY_LENGTH:
+            raise InvalidInputError(f"limit must be between 1 and {jobs.HISTORY_LENGTH}, got {limit}",
+                                    code="invalid_parameter")
+        return jobs.recent_jobs(self.store, limit, lock_ttl=self.settings.retrain_lock_ttl)
 
     def model_info(self) -> dict:
         """The serving model: version, when trained and loaded, sizes, parameters and metrics."""

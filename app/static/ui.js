@@ -13,7 +13,6 @@
   const body = document.body;
   const API = body.dataset.apiRoot || "";
   const DEFAULT_N = Number(body.dataset.defaultN) || 10;
-  const MAX_N = Number(body.dataset.maxN) || 100;
   const VIEWS = ["user", "item", "model"];
   // what each known strategy means; a strategy not listed here is shown as given, without a note
   const STRATEGY_NOTES = {
@@ -335,9 +334,10 @@
     }
   }
 
+  // n as the link gives it (the API answers a bad one with its own 400), DEFAULT_N when absent
   function nValue(params) {
-    const n = Number(params.get("n"));
-    return Number.isInteger(n) && n >= 1 && n <= MAX_N ? n : DEFAULT_N;
+    const n = (params.get("n") || "").trim();
+    return n || String(DEFAULT_N);
   }
 
   // ------------------------------------------------------------------ user view

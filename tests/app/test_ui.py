@@ -231,6 +231,9 @@ def test_user_lookup_shows_the_apis_items_in_the_apis_order(page, env, world):
     shown = page.texts("#user-recs .item-id")
     assert shown == [i["item_id"] for i in api["items"]] and len(shown) == 5
     assert "exclude_seen=false" in page.tab.url and "user=" in page.tab.url  # the answer can be linked
+    page.open("?" + urlencode({"user": known, "n": 1000}))  # a bad n gets the API's own error
+    page.done("user-recs")
+    assert "400 invalid_parameter" in page.text("#user-recs .error") and "n must be between" in page.text("#user-recs")
 
 
 def test_admin_data_shows_with_the_token_and_the_feature_edit_reaches_redis(page, env, world):
@@ -360,8 +363,9 @@ def retrain_through_the_api(env, force: bool) -> dict:
 def test_a_retrain_started_from_the_page_succeeds_and_the_page_shows_the_new_version(page, env):
     for force in (False, True):  # some history: a gated job (accepted or rejected) and a forced one
         assert retrain_through_the_api(env, force)["status"] == "succeeded"
-    wait_for(lambda: requests.get(env.base + "/ready", timeout=10).json()["model_version"]
-             == requests.get(env.base + "/retrain?limit=1", headers=AUTH, timeout=10).json()["jobs"][0]["version"])
+    newest = requests.get(env.base + "/retrain?limit=1", headers=AUTH, timeout=10).json()["jobs"][0]["version"]
+    wait_for(lambda: all(requests.get(env.base + "/ready", headers={"Connection": "close"}, timeout=10).json()
+                         ["model_version"] == newest for _ in range(8)))  # both workers serve it
     page.open("?view=model")
     page.done("model-card")
     old = page.text("#model-version")

@@ -72,6 +72,7 @@ def world():
 
 
 def delete_prefix(redis_url: str, prefix: str) -> None:
+    """Delete every key under a test prefix."""
     client = redis.Redis.from_url(redis_url)
     keys = list(client.scan_iter(match=prefix + "*", count=1000))
     for start in range(0, len(keys), 500):
@@ -117,6 +118,7 @@ class Page:
             self.errors.append(message.text)
 
     def open(self, query: str = "") -> None:
+        """Load /ui/ with a query string (a fresh page load; the tab's sessionStorage stays)."""
         self.tab.goto(f"{self.base}/ui/{query}")
 
     def done(self, card: str) -> None:
@@ -124,9 +126,11 @@ class Page:
         self.tab.wait_for_selector(f"#{card}[data-state=done], #{card}[data-state=error]")
 
     def text(self, selector: str) -> str:
+        """The rendered text of the one element ``selector`` matches."""
         return self.tab.locator(selector).inner_text()
 
     def texts(self, selector: str) -> list[str]:
+        """The rendered text of every element ``selector`` matches, in document order."""
         return self.tab.locator(selector).all_inner_texts()
 
     def use_token(self, token: str) -> str:
@@ -143,6 +147,7 @@ class Page:
             self.tab.screenshot(path=str(Path(folder) / name), full_page=True)
 
     def close(self) -> None:
+        """Close the tab and assert that nothing it must never do happened."""
         self.tab.close()
         assert not self.dialogs, f"a dialog fired: {self.dialogs}"
         assert not self.errors, f"the page logged errors: {self.errors}"
@@ -158,6 +163,7 @@ def page(browser, env):
 
 
 def api_items(env, path: str) -> dict:
+    """The JSON answer of a public GET (asserting a 200)."""
     r = requests.get(env.base + path, timeout=10)
     assert r.status_code == 200, r.text
     return r.json()

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv bench clean
+.PHONY: run test venv browser bench clean
 
 venv: $(STAMP)
 
@@ -16,8 +16,21 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The /ui/ tests drive Debian's chromium through playwright (Playwright's own browser download is not
+# reachable everywhere). Nothing happens when chromium is on PATH; as root with apt it is installed;
+# otherwise the tests say why they cannot run (and fail under CI=true).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (apt) for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	      || echo "could not install chromium: the browser tests will say so"; \
+	  else \
+	    echo "chromium is missing and cannot be installed here (needs root and apt): the browser tests will say so"; \
+	  fi; }
 
 run: $(STAMP)
 	$(VENV)/bin/reco-run

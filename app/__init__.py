@@ -12,6 +12,7 @@ from recommender.settings import Settings
 from . import metrics
 from .errors import register_error_handlers
 from .jsonprovider import OrjsonProvider
+from .ui import ui
 from .views import api
 
 
@@ -27,4 +28,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     metrics.init_app(app)
     app.register_blueprint(api)
+    app.register_blueprint(ui)
     return app

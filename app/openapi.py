@@ -63,7 +63,9 @@ def openapi_document() -> dict:
                 "Job": {"type": "object", "required": ["job_id", "status"], "properties": {
                     "job_id": {"type": "string"},
                     "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed"]},
-                    "version": {"type": "string"}, "metrics": {"type": "object"}, "error": {"type": "string"}}},
+                    "version": {"type": "string"}, "metrics": {"type": "object"}, "error": {"type": "string"},
+                    "decision": {"type": "string", "enum": ["accepted", "forced", "rejected"]},
+                    "created_at": {"type": "number"}, "finished_at": {"type": "number"}}},
             },
         },
         "paths": {
@@ -146,12 +148,20 @@ def openapi_document() -> dict:
                 "responses": {"200": _json({"type": "object", "required": ["written", "replayed"], "properties": {
                     "written": {"type": "integer"}, "replayed": {"type": "boolean"}}}, "Written (or replayed)"),
                               **_errors(400, 401, 403, 413, 422, 503)}}},
-            "/retrain": {"post": {
-                "summary": "Queue a retrain job", "security": ADMIN,
-                "requestBody": {"required": False, "content": {"application/json": {"schema": {
-                    "type": "object", "properties": {"force": {"type": "boolean"}}}}}},
-                "responses": {"202": _json({"type": "object", "required": ["job_id"]}, "Queued"),
-                              **_errors(400, 401, 403, 503)}}},
+            "/retrain": {
+                "post": {
+                    "summary": "Queue a retrain job", "security": ADMIN,
+                    "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                        "type": "object", "properties": {"force": {"type": "boolean"}}}}}},
+                    "responses": {"202": _json({"type": "object", "required": ["job_id"]}, "Queued"),
+                                  **_errors(400, 401, 403, 503)}},
+                "get": {
+                    "summary": "The recent retrain jobs, newest first", "security": ADMIN,
+                    "parameters": [{"name": "limit", "in": "query", "description": "how many jobs (default 20)",
+                                    "schema": {"type": "integer", "minimum": 1, "maximum": 100}}],
+                    "responses": {"200": _json({"type": "object", "required": ["jobs"], "properties": {
+                        "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}}}}, "Jobs"),
+                        **_errors(400, 401, 403, 503)}}},
             "/retrain/{job_id}": {"get": {
                 "summary": "Status of a retrain job", "security": ADMIN,
                 "parameters": [{"name": "job_id", "in": "path", "required": True,

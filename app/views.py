@@ -243,6 +243,14 @@ def post_retrain():
     return response
 
 
+@api.get("/retrain")
+def list_retrains():
+    """The recent retrain jobs, newest first (admin); ``limit`` (1-100, default 20)."""
+    svc = service()
+    _admin(svc)
+    return jsonify({"jobs": svc.recent_retrains(_int_arg(request.args, "limit"))})
+
+
 @api.get("/retrain/<job_id>")
 def get_retrain(job_id: str):
     """Status of a retrain job (admin)."""

@@ -34,6 +34,7 @@ MAX_FEATURES_PER_ENTITY = 1000
 MAX_FILTER_NAMES = 50  # feature names in one request's filters
 STRATEGY_SESSION = "session"  # POST /recommend for a user the model does not know: its session folded in
 SESSION_USER = "\x00session\x00"  # the id a session without user_id is scored as (no real id can be it)
+DEFAULT_HISTORY_LIMIT = 20  # retrain jobs GET /retrain answers without ?limit=
 
 
 @dataclass(frozen=True)
@@ -429,6 +430,24 @@ class RecommendationService:
         if job is None:
             raise NotFoundError(f"no retrain job {job_id!r}", code="unknown_job")
         return job
+
+    def recent_retrains(self, limit: int | None = None) -> list[dict]:
+        """The newest retrain jobs, newest first (``limit``: 1 to jobs.HISTORY_LENGTH, default 20), each as
+        :meth:`retrain_job` reads it: status, decision, metrics and version. Jobs whose record expired
+        (7 days) are left out.
+
+        Raises
+        ------
+        InvalidInputError
+            ``limit`` outside [1, HISTORY_LENGTH] (``invalid_parameter``).
+        StoreUnavailableError
+            Redis did not answer.
+        """
+        limit = DEFAULT_HISTORY_LIMIT if limit is None else limit
+        if not 1 <= limit <= jobs.HISTORY_LENGTH:
+            raise InvalidInputError(f"limit must be between 1 and {jobs.HISTORY_LENGTH}, got {limit}",
+                                    code="invalid_parameter")
+        return jobs.recent_jobs(self.store, limit, lock_ttl=self.settings.retrain_lock_ttl)
 
     def model_info(self) -> dict:
         """The serving model: version, when trained and loaded, sizes, parameters and metrics."""

@@ -40,6 +40,7 @@ def banner(port: int, token: str, generated: bool, examples: dict) -> str:
         "",
         f"Service: {base}   (OpenAPI: {base}/openapi.json, metrics: {base}/metrics)",
         f"Admin token{' (generated; set ADMIN_TOKEN to choose one)' if generated else ''}: {token}",
+        f"Explorer page: {base}/ui/   (users, items, the model; paste the admin token into the page)",
         "",
         "Try:",
         f"  curl '{base}/recommend/{known}?n=5'",

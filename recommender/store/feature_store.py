@@ -57,6 +57,10 @@ def _scored(reply: list) -> dict[str, float]:
     return {member: float(score) for member, score in zip(reply[::2], reply[1::2])}
 
 
+#: the most seen item ids describe_user lists (the count is always exact)
+SEEN_ITEMS_SHOWN = 100
+
+
 class RedisFeatureStore:
     """Features, catalogue, seen items and interactions of one recommender, under one key prefix.
 
@@ -273,7 +277,8 @@ class RedisFeatureStore:
     @store_errors
     def describe_user(self, user_id: str) -> dict:
         """What the store holds about a user: ``features`` (None if never written), ``seen`` and ``negative``
-        counts, ``interactions`` (entries of the user in the log).
+        counts, ``interactions`` (entries of the user in the log), and ``seen_items``: the seen item ids,
+        sorted (all of them up to SEEN_ITEMS_SHOWN; past that, that many drawn at random).
 
         Raises
         ------
@@ -289,9 +294,10 @@ class RedisFeatureStore:
             pipe.scard(keys.user_seen(uid))
             pipe.scard(keys.user_negative(uid))
             pipe.llen(keys.user_log(uid))
-            raw, seen, negative, logged = pipe.execute()
+            pipe.srandmember(keys.user_seen(uid), SEEN_ITEMS_SHOWN)
+            raw, seen, negative, logged, seen_items = pipe.execute()
         return {"features": parse_features(raw, keys.user_features(uid)) if raw else None, "seen": int(seen),
-                "negative": int(negative), "interactions": int(logged)}
+                "negative": int(negative), "interactions": int(logged), "seen_items": sorted(seen_items)}
 
     @store_errors
     def describe_item(self, item_id: str) -> dict:

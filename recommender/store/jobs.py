@@ -6,6 +6,8 @@
   only while it still holds it (compare-and-delete in Lua), so a crashed trainer's lock expires and an
   expired-and-retaken lock is never deleted by its previous owner.
 - The model pointer (``model:current``) names the published version; serving processes poll it.
+- ``retrain:history`` lists the newest ``HISTORY_LENGTH`` job ids, newest first, written with the job in
+  the same transaction; ``recent_jobs`` reads it (ids whose record expired are left out).
 
 Every function raises StoreUnavailableError when Redis fails (recommender.store.connection.store_errors).
 """
@@ -20,6 +22,7 @@ from ..errors import LockedError
 from .connection import store_errors
 
 JOB_TTL = 7 * 24 * 3600  # seconds a job's record is kept
+HISTORY_LENGTH = 100  # job ids kept in retrain:history (the most GET /retrain?limit= can answer)
 _DELETE_IF_OWNER = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
 _EXPIRE_IF_OWNER = ("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('expire', KEYS[1], ARGV[2]) "
                     "else return 0 end")
@@ -41,6 +44,8 @@ def submit_job(store, *, force: bool = False, ttl: int = 600) -> tuple[str, bool
     pipe.hset(keys.job(job_id), mapping={"status": "queued", "force": int(force), "created_at": time.time()})
     pipe.expire(keys.job(job_id), JOB_TTL)
     pipe.lpush(keys.retrain_queue, job_id)
+    pipe.lpush(keys.retrain_history, job_id)
+    pipe.ltrim(keys.retrain_history, 0, HISTORY_LENGTH - 1)
     pipe.execute()
     return job_id, True
 
@@ -48,7 +53,31 @@ def submit_job(store, *, force: bool = False, ttl: int = 600) -> tuple[str, bool
 @store_errors
 def get_job(store, job_id: str, lock_ttl: int = 600) -> dict | None:
     """A job's status dict, or None. A running job whose trainer stopped heartbeating reads as failed."""
-    raw = store.client.hgetall(store.keys.job(job_id))
+    return _job(job_id, store.client.hgetall(store.keys.job(job_id)), lock_ttl)
+
+
+@store_errors
+def recent_jobs(store, limit: int, lock_ttl: int = 600) -> list[dict]:
+    """The ``limit`` newest jobs (at most HISTORY_LENGTH), newest first, as :func:`get_job` reads them.
+
+    Two round trips: the ids, then every record in one pipeline. A job whose record expired (JOB_TTL) is
+    left out, so fewer than ``limit`` may come back.
+    """
+    if limit < 1:
+        return []
+    job_ids = store.client.lrange(store.keys.retrain_history, 0, min(limit, HISTORY_LENGTH) - 1)
+    if not job_ids:
+        return []
+    with store.client.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hgetall(store.keys.job(job_id))
+        records = pipe.execute()
+    jobs = (_job(job_id, raw, lock_ttl) for job_id, raw in zip(job_ids, records))
+    return [job for job in jobs if job is not None]
+
+
+def _job(job_id: str, raw: dict, lock_ttl: int) -> dict | None:
+    """A job's record (HGETALL reply) as its status dict; None for an empty reply (no such job)."""
     if not raw:
         return None
     job = {"job_id": job_id, "status": raw.get("status"), "force": raw.get("force") == "1"}

@@ -20,6 +20,7 @@ key (prefix ``reco:``)              type       holds
 ``reco:retrain:lock``               string     single-flight training lock (TTL, refreshed)
 ``reco:retrain:active``             string     the job queued or running
 ``reco:retrain:queue``              list       job ids waiting for a trainer
+``reco:retrain:history``            list       the newest job ids, newest first (capped; GET /retrain)
 ``reco:job:{id}``                   hash       one retrain job's status, metrics and version
 =================================== ========== ===================================================
 
@@ -59,6 +60,7 @@ class Keys:
         self.retrain_lock = prefix + "retrain:lock"
         self.retrain_active = prefix + "retrain:active"
         self.retrain_queue = prefix + "retrain:queue"
+        self.retrain_history = prefix + "retrain:history"
 
     def user_features(self, user_id: str) -> str:
         """Feature hash of a user."""

@@ -7,7 +7,7 @@ import pytest
 from app import create_app
 from recommender.settings import Settings
 
-from tests.helpers import service_settings
+from tests.helpers import TOKEN, service_settings
 
 
 @pytest.fixture
@@ -19,12 +19,40 @@ def app_without_token(redis_url, key_prefix, tmp_path):
 
 @pytest.mark.parametrize("method, path", [("put", "/users/u1/features"), ("put", "/items/i1/features"),
                                           ("post", "/interactions"), ("post", "/retrain"),
-                                          ("get", "/retrain/abc")])
+                                          ("get", "/retrain/abc"), ("get", "/retrain")])
 def test_admin_endpoints_are_disabled_without_a_token(app_without_token, method, path):
     client = app_without_token.test_client()
     r = getattr(client, method)(path, json={"a": 1}, headers={"Authorization": "Bearer anything-at-all-000"})
     assert r.status_code == 403
     assert r.json["error"]["code"] == "admin_disabled" and "ADMIN_TOKEN" in r.json["error"]["message"]
+
+
+@pytest.fixture
+def app_with_token(redis_url, key_prefix, tmp_path):
+    app = create_app(service_settings(redis_url, key_prefix, tmp_path / "models"))
+    yield app
+    app.extensions["reco"].stop()
+
+
+def test_retrain_history_lists_the_submitted_jobs_newest_first_to_admins_only(app_with_token):
+    client = app_with_token.test_client()
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.get("/retrain").status_code == 401
+    assert client.get("/retrain", headers={"Authorization": "Bearer wrong-token-00000000"}).status_code == 401
+    assert client.get("/retrain", headers=admin).json == {"jobs": []}
+    store = app_with_token.extensions["reco"].store
+    submitted = []
+    for _ in range(3):  # no trainer runs here: mark each one finished so that the next trigger is a new job
+        job_id = client.post("/retrain", headers=admin).json["job_id"]
+        store.client.hset(store.keys.job(job_id), "status", "succeeded")
+        submitted.append(job_id)
+    listed = client.get("/retrain", headers=admin).json["jobs"]
+    assert [j["job_id"] for j in listed] == submitted[::-1]
+    assert all(j["status"] == "succeeded" and "created_at" in j for j in listed)
+    assert [j["job_id"] for j in client.get("/retrain?limit=1", headers=admin).json["jobs"]] == submitted[-1:]
+    for bad in ("0", "101", "ten", "-3"):
+        r = client.get(f"/retrain?limit={bad}", headers=admin)
+        assert r.status_code == 400 and r.json["error"]["code"] == "invalid_parameter", (bad, r.json)
 
 
 def test_no_model_yet_is_a_503_not_a_crash(app_without_token):

@@ -181,7 +181,7 @@ def test_erasing_a_user_leaves_nothing_in_redis_and_the_next_retrain_forgets_it(
     retrain(env)
     info = get(env, f"/users/{user}", headers=AUTH).json()
     assert info == {"user_id": user, "features": None, "seen": 0, "negative": 0, "interactions": 0,
-                    "known_to_model": False}
+                    "seen_items": [], "known_to_model": False}
     assert get(env, f"/recommend/{user}").json()["strategy"] == "popular"
 
 

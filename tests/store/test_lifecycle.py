@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from recommender.store import RedisFeatureStore
+from recommender.store.feature_store import SEEN_ITEMS_SHOWN
 
 
 @pytest.fixture
@@ -27,7 +28,8 @@ def test_erasing_a_user_leaves_nothing_of_it_and_everything_of_the_others(store,
     store.add_interactions(records)
     store.add_interactions([{"user_id": "gone", "item_id": "i99"}])  # a second batch, a second script call
     assert store.describe_user("gone") == {"features": {"age:25-34": 1.0}, "seen": 26, "negative": 9,
-                                           "interactions": 26}
+                                           "interactions": 26,
+                                           "seen_items": sorted([f"i{k}" for k in range(25)] + ["i99"])}
     erased = store.erase_user("gone", chunk=7)  # several chunks of the user's log list
     assert erased == {"features": 1, "seen": 26, "negative": 9, "interactions": 26}
     assert not [k for k in keys_of(store) if ":gone:" in k]
@@ -107,3 +109,13 @@ def test_the_snapshot_skips_and_counts_entries_it_cannot_use(store):
     snap = store.snapshot()
     assert snap.interactions["item_id"].tolist() == ["i1"]
     assert snap.skipped == {"malformed": 2, "weight_out_of_range": 1}
+
+
+def test_describe_user_lists_the_seen_items_up_to_a_cap_and_counts_them_all(store):
+    store.add_interactions([{"user_id": "busy", "item_id": f"i{k:04d}"} for k in range(SEEN_ITEMS_SHOWN + 30)])
+    described = store.describe_user("busy")
+    assert described["seen"] == SEEN_ITEMS_SHOWN + 30
+    shown = described["seen_items"]
+    assert len(shown) == SEEN_ITEMS_SHOWN == len(set(shown)) and shown == sorted(shown)
+    assert set(shown) <= {f"i{k:04d}" for k in range(SEEN_ITEMS_SHOWN + 30)}
+    assert store.describe_user("nobody")["seen_items"] == []

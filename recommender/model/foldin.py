@@ -38,6 +38,7 @@ import numpy as np
 import scipy.sparse as sp
 
 FOLD_IN_METHODS = ("off", "mean", "ls")
+DENSE_BELOW = 20_000  # catalogues up to this size sum co-occurrence densely (no sort)
 FEATURE_USER_STRATEGIES = ("model", "popularity")
 
 
@@ -175,8 +176,34 @@ class ItemNeighbors:
         return cls(_top_per_row(co, k))
 
     def scores(self, positions: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """Co-occurrence score of every item (n_items,) float32: sum of weights x cosine over ``positions``."""
-        return np.asarray(self.matrix[positions].T @ weights.astype(np.float32)).ravel()
+        """Co-occurrence score of every item (n_items,) float64: sum of weights x cosine over ``positions``.
+
+        One bincount over the rows' entries (a request's path: scipy's row slicing costs more than this).
+        """
+        m = self.matrix
+        starts, ends = m.indptr[positions], m.indptr[positions + 1]
+        lengths = ends - starts
+        if not lengths.sum():
+            return np.zeros(m.shape[1])
+        take = np.repeat(ends - lengths.cumsum(), lengths) + np.arange(lengths.sum())
+        return np.bincount(m.indices[take], weights=m.data[take] * np.repeat(weights, lengths), minlength=m.shape[1])
+
+    def sparse_scores(self, positions: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The non-zero entries of :meth:`scores` as (item positions, values): a few hundred for a user,
+        against every item for the dense form."""
+        m = self.matrix
+        starts, ends = m.indptr[positions], m.indptr[positions + 1]
+        lengths = ends - starts
+        if not lengths.sum():
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        take = np.repeat(ends - lengths.cumsum(), lengths) + np.arange(lengths.sum())
+        values = m.data[take] * np.repeat(weights, lengths)
+        if m.shape[1] <= DENSE_BELOW:  # a small catalogue: one dense bincount is cheaper than sorting
+            dense = np.bincount(m.indices[take], weights=values, minlength=m.shape[1])
+            items = np.flatnonzero(dense)
+            return items, dense[items]
+        items, inverse = np.unique(m.indices[take], return_inverse=True)
+        return items, np.bincount(inverse, weights=values, minlength=len(items))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The CSR arrays, for the model artifact."""
@@ -207,10 +234,22 @@ def _top_per_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
 
 
 def standardise(scores: np.ndarray) -> np.ndarray:
-    """(scores - mean) / std over the finite entries; a constant array becomes 0 (float64)."""
-    values = np.asarray(scores, dtype=np.float64)
-    finite = np.isfinite(values)
-    if not finite.any():
-        return np.zeros_like(values)
-    mean, std = values[finite].mean(), values[finite].std()
-    return (values - mean) / std if std > 0 else values - mean
+    """(scores - mean) / std as a new array of the same float type; a constant array becomes 0. The scores
+    must be finite (exclusions are applied after blending)."""
+    mean = scores.mean(dtype=np.float64)
+    std = scores.std(dtype=np.float64)
+    out = scores - scores.dtype.type(mean)
+    if std > 0:
+        out *= scores.dtype.type(1.0 / std)
+    return out
+
+
+def add_standardised_sparse(out: np.ndarray, items: np.ndarray, values: np.ndarray, n: int, weight: float) -> None:
+    """out += weight * standardise(v), in place, for the length-``n`` vector v that is ``values`` at ``items``
+    and 0 elsewhere: one scalar shift plus a sparse update instead of a pass over a dense v."""
+    mean = values.sum() / n
+    std = np.sqrt(max(0.0, (values ** 2).sum() / n - mean ** 2))
+    if std == 0:
+        return
+    out -= out.dtype.type(weight * mean / std)
+    out[items] += ((weight / std) * values).astype(out.dtype)

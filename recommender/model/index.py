@@ -35,7 +35,7 @@ from cachetools import LRUCache
 
 from ..errors import UnknownItemError, UnknownUserError
 from ..features import FeatureSpace, normalize_id
-from .foldin import Blend, ItemNeighbors, ServingPolicy, standardise
+from .foldin import Blend, ItemNeighbors, ServingPolicy, add_standardised_sparse, standardise
 from .popularity import Popularity
 from .topk import top_k
 
@@ -93,6 +93,8 @@ class PreparedItems:
     extra_index: dict = field(init=False, repr=False)  # extra id -> row of extra_matrix
     _feature_index: dict | None = field(default=None, init=False, repr=False)
     _norms: np.ndarray | None = field(default=None, init=False, repr=False)
+    _log_pop: np.ndarray | None = field(default=None, init=False, repr=False)
+    _log_pop_z: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.extra_index = {e: i for i, e in enumerate(self.extra_ids)}
@@ -109,6 +111,19 @@ class PreparedItems:
         if index is None:
             index = self._feature_index = self.owner.feature_index(self)
         return index.get(name, _NO_POSITIONS)
+
+    def log_popularity(self) -> np.ndarray:
+        """log(1 + popularity) of every candidate (new items: their popularity-scale baseline); computed once."""
+        if self._log_pop is None:
+            self._log_pop = np.log1p(np.maximum(np.concatenate([self.owner.popularity.scores, self.extra_baseline]),
+                                                0.0))
+        return self._log_pop
+
+    def log_popularity_z(self) -> np.ndarray:
+        """standardise(log_popularity()) over every candidate (float32); computed once."""
+        if self._log_pop_z is None:
+            self._log_pop_z = standardise(self.log_popularity()).astype(np.float32)
+        return self._log_pop_z
 
     def norms(self) -> np.ndarray:
         """L2 norm of every candidate's representation (bias excluded), float32; computed once."""
@@ -528,17 +543,28 @@ class ScoringIndex:
         """z(model scores, or log popularity) + cooc x z(co-occurrence with the user's items) + popularity x
         z(log popularity), each standardised over the scored candidates (float64)."""
         blend, interacted, weights = user.blend
-        plain = UserQuery(user.user_id, user.strategy, user.query, user.bias, user.ignored_features)
-        base = self.scores(plain, prepared, positions)
-        out = standardise(base if user.query is not None else np.log1p(np.maximum(base, 0.0)))
+        n = prepared.n_candidates if positions is None else len(positions)
+        if user.query is not None:
+            plain = UserQuery(user.user_id, user.strategy, user.query, user.bias, user.ignored_features)
+            out = standardise(self.scores(plain, prepared, positions))
+        elif positions is None:  # no model score: log popularity is the base
+            out = prepared.log_popularity_z().copy()
+        else:
+            out = standardise(prepared.log_popularity()[positions])
         if blend.cooc > 0 and len(interacted):
-            cooc = np.zeros(prepared.n_candidates)
             known = interacted < self.n_items
-            cooc[:self.n_items] = self.neighbors.scores(interacted[known], weights[known])
-            out += blend.cooc * standardise(cooc if positions is None else cooc[positions])
+            items, values = self.neighbors.sparse_scores(interacted[known], weights[known])
+            if positions is not None:  # the entries among the scored candidates, at their places there
+                order = np.argsort(positions)
+                where = np.searchsorted(positions, items, sorter=order)
+                hit = where < len(positions)
+                hit[hit] = positions[order[where[hit]]] == items[hit]
+                items, values = order[where[hit]], values[hit]
+            add_standardised_sparse(out, items, values, n, blend.cooc)
         if blend.popularity > 0 and user.query is not None:
-            pop = np.concatenate([self.popularity.scores, prepared.extra_baseline])
-            out += blend.popularity * standardise(np.log1p(pop if positions is None else pop[positions]))
+            z_pop = prepared.log_popularity_z() if positions is None else \
+                standardise(prepared.log_popularity()[positions])
+            out += out.dtype.type(blend.popularity) * z_pop.astype(out.dtype, copy=False)
         return out
 
     def _rows(self, prepared: PreparedItems, positions: np.ndarray) -> np.ndarray:

@@ -27,13 +27,17 @@ def top_positions(scores: np.ndarray, n: int) -> np.ndarray:
     if total >= 16 * n and total >= 256:
         sample = scores[::step]
         rank = n // step + 2  # the rank-th best of the sample: about rank * step scores clear it
-        if rank < len(sample):
+        # a few scores far above the rest (a blend's boosted items) make the sample's best too high: widen
+        for _ in range(3):
+            if rank >= len(sample):
+                break
             threshold = np.partition(sample, len(sample) - rank)[len(sample) - rank]
             candidates = np.flatnonzero(scores >= threshold)
             if len(candidates) >= n:  # then the n-th best score is >= threshold: all ties are candidates
                 values = scores[candidates]
                 kth = np.partition(values, len(values) - n)[len(values) - n]
                 return candidates[values >= kth]
+            rank *= 8
     kth = np.partition(scores, total - n)[total - n]
     return np.flatnonzero(scores >= kth)
 

@@ -25,8 +25,8 @@ so that ``evaluate`` scores them. Models: WARP, 32 components, lr 0.05, 20 epoch
 
 ``--strong`` measures the old, strongly informative world (``make_world(..., feature_signal="strong")``) instead;
 ``--set zipf=0.9`` changes a knob of the weak world (``recommender.synthetic.WeakWorld``) for a calibration trial.
-About 2.5 minutes for 3000 x 2000 and 40 s for 943 x 1682 (one thread, on the shared 2-core development
-machine); the measured tables are in docs/WORLD.md.
+About 1.5-2.5 minutes for 3000 x 2000 and 25-40 s for 943 x 1682 (one thread, on the shared 2-core
+development machine, depending on its load); the measured tables are in docs/WORLD.md.
 """
 
 from __future__ import annotations

@@ -28,8 +28,9 @@ def seed_store(redis_url: str, prefix: str, world: World) -> RedisFeatureStore:
 
 
 def small_world() -> World:
-    """A world small enough to train in about a second."""
-    return make_world(n_users=400, n_items=300, mean_interactions=20, seed=5)
+    """A world small enough to train in about a second, whose features predict taste (the end-to-end tests
+    check that a new user's features, e.g. ``interest:horror``, steer its answer)."""
+    return make_world(n_users=400, n_items=300, mean_interactions=20, seed=5, feature_signal="strong")
 
 
 def service_settings(redis_url: str, prefix: str, model_dir: Path, **changes) -> Settings:

@@ -225,7 +225,7 @@ def test_evaluate_agrees_with_recommend(small_world):
 
 
 def test_model_beats_popularity_on_a_small_world():
-    w = make_world(1000, 600, new_user_frac=0.1, new_item_frac=0.1, seed=42)
+    w = make_world(1000, 600, new_user_frac=0.1, new_item_frac=0.1, seed=42, feature_signal="strong")
     split = world_split(w.interactions, w.user_features, w.item_features, w.holdout, w.new_users, w.new_items)
     model = LFMRecommender(loss="warp", no_components=32, learning_rate=0.05, random_state=42)
     model.fit(split.train, split.user_features, split.item_features, epochs=10)

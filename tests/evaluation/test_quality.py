@@ -37,7 +37,7 @@ def precision_at_k(top_k: Callable[[str], list[str]], truth: dict[str, set[str]]
 
 
 def test_model_beats_popularity_for_known_and_new_users(redis_url, key_prefix):
-    world = make_world(1500, 1000, seed=42)
+    world = make_world(1500, 1000, seed=42, feature_signal="strong")  # features that predict taste
     store = RedisFeatureStore.from_url(redis_url, key_prefix, socket_timeout=30.0)
     store.bulk_load_user_features(world.user_features)
     store.bulk_load_item_features(world.item_features)

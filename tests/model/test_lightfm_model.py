@@ -148,7 +148,7 @@ def test_pure_collaborative_equals_lightfm_predict(world):
 
 
 def test_unseen_user_with_features_gets_items_of_its_taste():
-    world = make_world(n_users=1200, n_items=600, mean_interactions=25, seed=11)
+    world = make_world(n_users=1200, n_items=600, mean_interactions=25, seed=11, feature_signal="strong")
     model = LFMRecommender(loss="warp", no_components=16, random_state=1, learning_rate=0.05)
     model.fit(world.interactions, world.user_features, world.item_features, epochs=15)
     hits = base = 0

@@ -52,6 +52,14 @@ def on_starting(server):
             os.unlink(path)
 
 
+def worker_exit(server, worker):
+    """A worker stopping cleanly writes the impressions it still buffers (recommender.online)."""
+    app = getattr(worker, "wsgi", None)
+    service = getattr(app, "extensions", {}).get("reco") if app is not None else None
+    if service is not None:
+        service.stop()
+
+
 def child_exit(server, worker):
     """Drop a dead worker's live gauges."""
     from prometheus_client import multiprocess

@@ -23,6 +23,10 @@ CACHE_HITS = Gauge("reco_item_cache_hits", "Item representation cache hits of th
                    multiprocess_mode="livesum")
 CACHE_MISSES = Gauge("reco_item_cache_misses", "Item representation cache misses of the serving model",
                      multiprocess_mode="livesum")
+IMPRESSIONS = Counter("reco_impressions_total", "Items shown in answers", ["strategy", "variant"])
+EXPLORED = Counter("reco_explored_slots_total", "Answer slots filled at random (exploration)", ["variant"])
+ATTRIBUTED = Counter("reco_attributed_interactions_total", "Interactions attributed to an answer's position",
+                     ["strategy", "variant", "explored"])
 RETRAIN_SECONDS = Histogram("reco_retrain_duration_seconds", "Duration of retrain runs", ["outcome"],
                             buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600))
 
@@ -60,8 +64,17 @@ def hooks():
         observe_snapshot(previous["version"], snapshot.version, snapshot.model)
         previous["version"] = snapshot.version
 
+    def on_answer(answer) -> None:
+        child(IMPRESSIONS, answer.strategy, answer.variant).inc(len(answer.items))
+        if answer.explored:
+            child(EXPLORED, answer.variant).inc(len(answer.explored))
+
+    def on_attribution(found) -> None:
+        child(ATTRIBUTED, found.strategy or "", found.variant or "", "true" if found.explored else "false").inc()
+
     return Hooks(on_user_lookup=lambda result: child(USER_CACHE, result).inc(), on_swap=on_swap,
-                 on_retrain=lambda seconds, outcome: RETRAIN_SECONDS.labels(outcome).observe(seconds))
+                 on_retrain=lambda seconds, outcome: RETRAIN_SECONDS.labels(outcome).observe(seconds),
+                 on_answer=on_answer, on_attribution=on_attribution)
 
 
 def init_app(app: Flask) -> None:

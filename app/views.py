@@ -58,6 +58,18 @@ def _admin(svc: RecommendationService) -> None:
     require_admin(svc.settings.admin_token)
 
 
+def _recommendation(answer, user_id):
+    """The JSON of an answer (GET and POST /recommend alike); explored slots are marked per item."""
+    metrics.child(metrics.RECOMMENDATIONS, answer.strategy, "true" if answer.degraded else "false").inc()
+    explored = set(answer.explored)
+    items = [{"item_id": item, "score": round(score, 6)} for item, score in answer.items]
+    for slot in explored:
+        items[slot]["explored"] = True
+    return jsonify({"user_id": user_id, "recommendation_id": answer.recommendation_id,
+                    "model_version": answer.model_version, "variant": answer.variant, "strategy": answer.strategy,
+                    "degraded": answer.degraded, "items": items})
+
+
 def _id_list(args, name: str) -> list[str] | None:
     """A comma-separated query parameter as a list (None when absent)."""
     raw = args.get(name)
@@ -77,10 +89,7 @@ def recommend(user_id: str):
     answer = svc.recommend(user_id, _int_arg(args, "n"), items=_id_list(args, "items"),
                            exclude_seen=_bool_arg(args, "exclude_seen", True),
                            exclude=_id_list(args, "exclude") or (), filters=_filters(args))
-    metrics.child(metrics.RECOMMENDATIONS, answer.strategy, "true" if answer.degraded else "false").inc()
-    return jsonify({"user_id": answer.user_id, "model_version": answer.model_version, "strategy": answer.strategy,
-                    "degraded": answer.degraded,
-                    "items": [{"item_id": item, "score": round(score, 6)} for item, score in answer.items]})
+    return _recommendation(answer, answer.user_id)
 
 
 @api.post("/recommend")
@@ -123,10 +132,7 @@ def recommend_session():
                                          exclude_seen=exclude_seen, exclude=_string_list(body, "exclude", ()),
                                          filters=[[name.strip() for name in f.split("|")]
                                                   for f in _string_list(body, "filter", ())])
-    metrics.child(metrics.RECOMMENDATIONS, answer.strategy, "true" if answer.degraded else "false").inc()
-    return jsonify({"user_id": user_id, "model_version": answer.model_version, "strategy": answer.strategy,
-                    "degraded": answer.degraded,
-                    "items": [{"item_id": item, "score": round(score, 6)} for item, score in answer.items]})
+    return _recommendation(answer, user_id)
 
 
 SESSION_FIELDS = {"user_id", "recent", "features", "n", "items", "exclude_seen", "exclude", "filter"}
@@ -218,7 +224,13 @@ def post_interactions():
             if not isinstance(r.get(name), (str, int)) or isinstance(r.get(name), bool):
                 raise ApiError(400, "invalid_body", f"every interaction needs a string {name}")
     result = svc.add_interactions(records, request.headers.get("Idempotency-Key"))
-    response = jsonify({"written": result.written, "replayed": result.replayed})
+    body = {"written": result.written, "replayed": result.replayed}
+    if result.attribution:
+        body["attributed"] = sum(a.status == "attributed" for a in result.attribution.values())
+        body["attribution"] = [{"index": n, "status": a.status,
+                                **({"position": a.position, "explored": a.explored} if a.position else {})}
+                               for n, a in result.attribution.items()]
+    response = jsonify(body)
     if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response
@@ -257,6 +269,27 @@ def get_retrain(job_id: str):
     svc = service()
     _admin(svc)
     return jsonify(svc.retrain_job(job_id))
+
+
+@api.get("/stats")
+def get_stats():
+    """Impressions, attributed interactions and click-through rates over a time window (admin)."""
+    svc = service()
+    _admin(svc)
+    return jsonify(svc.stats(_float_arg(request.args, "since"), _float_arg(request.args, "until")))
+
+
+def _float_arg(args, name: str) -> float | None:
+    raw = args.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_parameter", f"{name} must be seconds since the epoch, got {raw[:50]!r}") from None
+    if not 0 <= value < 1e11:
+        raise ApiError(400, "invalid_parameter", f"{name} must be seconds since the epoch, got {raw[:50]!r}")
+    return value
 
 
 @api.get("/model")

@@ -9,6 +9,7 @@ from pathlib import Path
 from .errors import ArtifactError
 from .model.artifact_store import ArtifactStore, artifact_store_from_settings
 from .store.jobs import current_version
+from .online import pointer_of
 from .settings import Settings
 from .synthetic import make_world
 from .training import Trainer, TrainResult
@@ -42,12 +43,16 @@ def ensure_model(store, settings: Settings, *, verbose: bool = True,
     object store cannot be reached (nothing is trained then).
     """
     artifacts = artifacts if artifacts is not None else artifact_store_from_settings(settings)
-    version = current_version(store)
-    if version:
+    missing = []
+    for variant in settings.variant_list:  # every A/B variant needs its model
+        version = current_version(store, pointer_of(variant))
         try:
+            if not version:
+                raise ArtifactError("nothing is published")
             artifacts.read_meta(version)
-            return None
         except ArtifactError as exc:
-            log.warning("the published model %s is not readable (%s)", version, exc)
-    log.info("no published model: training the first one")
+            missing.append(f"{variant.name}: {exc}")
+    if not missing:
+        return None
+    log.info("no readable published model (%s): training", "; ".join(missing))
     return Trainer(store, settings, artifacts=artifacts).train_and_publish(force=True, verbose=verbose)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
@@ -24,7 +25,10 @@ from .serving import ModelHolder, ModelSnapshot, ModelWatcher
 from .settings import Settings
 from .store import RedisFeatureStore, UserRecord, WriteResult, jobs
 from .store.validation import check_features
+from .online import (DEFAULT_VARIANT, ImpressionWriter, Variant, assign_variant, exploration_seed,
+                     new_recommendation_id, pointer_of)
 from .store.breaker import CircuitBreaker, GuardedReads
+from .store.impressions import Attribution, Impression, ImpressionLog, ctr_table, two_proportion_test
 from .store.usercache import UserCache
 from .training import Trainer
 
@@ -32,6 +36,7 @@ log = logging.getLogger(__name__)
 
 MAX_FEATURES_PER_ENTITY = 1000
 MAX_FILTER_NAMES = 50  # feature names in one request's filters
+RECOMMENDATION_ID = re.compile(r"^[0-9a-f]{32}$")
 STRATEGY_SESSION = "session"  # POST /recommend for a user the model does not know: its session folded in
 SESSION_USER = "\x00session\x00"  # the id a session without user_id is scored as (no real id can be it)
 DEFAULT_HISTORY_LIMIT = 20  # retrain jobs GET /retrain answers without ?limit=
@@ -52,6 +57,19 @@ class Recommendation:
     degraded: bool
     items: list[tuple[str, float]]
     unscorable: list[str] = field(default_factory=list)
+    recommendation_id: str = ""  # what interactions may carry for attribution
+    variant: str = DEFAULT_VARIANT  # the A/B variant that answered
+    explored: list[int] = field(default_factory=list)  # slots (0-based) filled at random (exploration)
+
+
+@dataclass(frozen=True)
+class Written:
+    """What POST /interactions did: rows written, whether a replay stood instead, and per record that
+    carried a recommendation_id (by its index in the batch) what attributing it found."""
+
+    written: int
+    replayed: bool
+    attribution: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -61,6 +79,18 @@ class Hooks:
     on_user_lookup: Callable[[str], None] | None = None  # "hit", "miss" or "bypass" per user read
     on_swap: Callable[[ModelSnapshot], None] | None = None  # a snapshot became current
     on_retrain: Callable[[float, str], None] | None = None  # (seconds, outcome) after every training run
+    on_answer: Callable[[Recommendation], None] | None = None  # every answer given (impression counters)
+    on_attribution: Callable[[Attribution], None] | None = None  # every interaction attributed to an answer
+
+
+@dataclass
+class Lane:
+    """One A/B variant's serving state in this process: its settings, model holder and watcher."""
+
+    variant: Variant
+    settings: Settings
+    holder: ModelHolder
+    watcher: ModelWatcher | None
 
 
 class RecommendationService:
@@ -76,18 +106,41 @@ class RecommendationService:
         (REDIS_BREAKER_SECONDS > 0), behind a Redis-invalidated cache (USER_CACHE_SIZE > 0).
     holder : ModelHolder
     watcher : ModelWatcher
+        The model of the first (or only) variant, and its watcher.
     trainer : Trainer or None
         The in-app trainer thread (TRAINER_IN_APP), if any.
+    lanes : list of Lane, optional
+        Every A/B variant's holder and watcher (VARIANTS); the first is ``holder`` and ``watcher``.
+    impressions : ImpressionWriter, optional
+        Where answers are logged (off the request path); None logs nothing.
+    hooks : Hooks, optional
     """
 
     def __init__(self, settings: Settings, store: RedisFeatureStore, users, holder: ModelHolder,
-                 watcher: ModelWatcher, trainer: Trainer | None = None):
+                 watcher: ModelWatcher | None, trainer: Trainer | None = None, *, lanes: list[Lane] | None = None,
+                 impressions: ImpressionWriter | None = None, hooks: Hooks | None = None):
         self.settings = settings
         self.store = store
         self.users = users
-        self.holder = holder
-        self.watcher = watcher
         self.trainer = trainer
+        self.lanes = lanes or [Lane(settings.variant_list[0], settings, holder, watcher)]
+        self.impressions = impressions
+        self.impression_log = ImpressionLog(store, settings.impressions_max, settings.impression_ttl)
+        self.hooks = hooks or Hooks()
+
+    @property
+    def holder(self) -> ModelHolder:
+        """The first (or only) variant's model holder."""
+        return self.lanes[0].holder
+
+    @holder.setter
+    def holder(self, holder: ModelHolder) -> None:
+        self.lanes[0].holder = holder
+
+    @property
+    def watcher(self) -> ModelWatcher | None:
+        """The first (or only) variant's watcher."""
+        return self.lanes[0].watcher
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -108,21 +161,30 @@ class RecommendationService:
         if settings.user_cache_size:
             users = UserCache(users, settings.user_cache_size, settings.user_cache_ttl,
                               on_lookup=hooks.on_user_lookup).start()
-        holder = ModelHolder()
         artifacts = artifact_store_from_settings(settings)  # MODEL_DIR, or an object store cached in MODEL_DIR
-        watcher = ModelWatcher(holder, store, artifacts, settings.watch_interval,
-                               on_swap=hooks.on_swap).start()
+        lanes = []
+        for variant in settings.variant_list:
+            holder = ModelHolder()
+            watcher = ModelWatcher(holder, store, artifacts, settings.watch_interval, on_swap=hooks.on_swap,
+                                   pointer=pointer_of(variant)).start()
+            lanes.append(Lane(variant, settings.for_variant(variant), holder, watcher))
+        impressions = ImpressionWriter(ImpressionLog(store, settings.impressions_max, settings.impression_ttl)).start()
         trainer = None
         if settings.trainer_in_app:
             trainer_store = RedisFeatureStore.from_url(settings.redis_url, prefix=settings.redis_prefix,
                                                        socket_timeout=10.0, connect_timeout=2.0,
                                                        max_weight=settings.max_weight)
             trainer = Trainer(trainer_store, settings, on_result=hooks.on_retrain, artifacts=artifacts).start()
-        return cls(settings, store, users, holder, watcher, trainer)
+        return cls(settings, store, users, lanes[0].holder, lanes[0].watcher, trainer, lanes=lanes,
+                   impressions=impressions, hooks=hooks)
 
     def stop(self) -> None:
-        """Stop the background threads (tests; gunicorn just exits)."""
-        self.watcher.stop()
+        """Stop the background threads and write the impressions still buffered (a clean shutdown)."""
+        for lane in self.lanes:
+            if lane.watcher is not None:
+                lane.watcher.stop()
+        if self.impressions is not None:
+            self.impressions.stop()
         if isinstance(self.users, UserCache):
             self.users.stop()
         if self.trainer:
@@ -130,12 +192,32 @@ class RecommendationService:
 
     # ------------------------------------------------------------------ recommendations
 
-    def snapshot(self) -> ModelSnapshot:
-        """The model snapshot serving now; NoModelError before the first one is loaded."""
-        snap = self.holder.snapshot
+    def snapshot(self, lane: Lane | None = None) -> ModelSnapshot:
+        """The model snapshot serving now (of a variant's lane; the first's by default); NoModelError before
+        the first one is loaded."""
+        snap = (lane or self.lanes[0]).holder.snapshot
         if snap is None:
             raise NoModelError("no model is loaded yet; train one (POST /retrain) or wait")
         return snap
+
+    def lane(self, user_id: str) -> Lane:
+        """The A/B variant's lane a user is served by (a stable hash of its id)."""
+        if len(self.lanes) == 1:
+            return self.lanes[0]
+        chosen = assign_variant(user_id, [lane.variant for lane in self.lanes])
+        return next(lane for lane in self.lanes if lane.variant is chosen)
+
+    def _answer(self, lane: Lane, snap: ModelSnapshot, user_id: str, ranking, degraded: bool,
+                rid: str) -> Recommendation:
+        """The Recommendation of a ranking, logged as an impression (buffered: no I/O here)."""
+        answer = Recommendation(user_id, snap.version, ranking.strategy, degraded, ranking.items, ranking.unscorable,
+                                rid, lane.variant.name, list(ranking.explored))
+        if self.impressions is not None and answer.items:
+            self.impressions.add(Impression(rid, user_id, answer.items, answer.strategy, snap.version,
+                                            lane.variant.name, answer.explored, ranking.explore_pool))
+        if self.hooks.on_answer is not None:
+            self.hooks.on_answer(answer)
+        return answer
 
     def recommend(self, user_id: str, n: int | None = None, *, items: Iterable[str] | None = None,
                   exclude_seen: bool = True, exclude: Iterable[str] = (),
@@ -164,7 +246,8 @@ class RecommendationService:
         candidates = None if items is None else self._check_ids(items, "items", allow_empty=False)
         excluded = self._check_ids(exclude, "exclude")
         groups = self._check_filters(filters)
-        snap = self.snapshot()  # one snapshot for the whole request
+        lane = self.lane(uid)
+        snap = self.snapshot(lane)  # one snapshot for the whole request
         degraded = False
         try:
             record = self.users.get_user(uid)
@@ -174,17 +257,26 @@ class RecommendationService:
         skip = seen if exclude_seen else negative
         if excluded:
             skip = skip | set(excluded)
+        rid = new_recommendation_id()
         ranking = snap.model.rank(uid, n, user_features=features, item_features=snap.items,
                                   item_ids=candidates, exclude=skip, filters=groups,
-                                  interactions=self._fold_in_items(snap, uid, record),
+                                  interactions=self._fold_in_items(lane, snap, uid, record),
+                                  explore=self._explore(lane, rid),
                                   approximate=True)  # used only when the model was published with an index
-        return Recommendation(uid, snap.version, ranking.strategy, degraded, ranking.items, ranking.unscorable)
+        return self._answer(lane, snap, uid, ranking, degraded, rid)
 
-    def _fold_in_items(self, snap: ModelSnapshot, user_id: str, record: UserRecord) -> dict[str, float] | None:
+    @staticmethod
+    def _explore(lane: Lane, rid: str) -> tuple[float, int] | None:
+        """(EXPLORATION_RATE, the answer's seed) when the variant explores, else None."""
+        rate = lane.settings.exploration_rate
+        return (rate, exploration_seed(rid)) if rate > 0 else None
+
+    def _fold_in_items(self, lane: Lane, snap: ModelSnapshot, user_id: str,
+                       record: UserRecord) -> dict[str, float] | None:
         """Item -> weight of the user's positive interactions the model did not train on (FOLD_IN): all of
         its recent items when the model does not know the user, those written after the model's training
         snapshot when it does; weighted by the model's fold-in recency rule."""
-        if not self.settings.fold_in or not record.recent:
+        if not lane.settings.fold_in or not record.recent:
             return None
         recent = record.recent
         if user_id in snap.model.user_space.id_index:
@@ -225,7 +317,9 @@ class RecommendationService:
                 features = check_features(features, self.settings.max_weight)
             except ValueError as exc:
                 raise InvalidInputError(str(exc), code="invalid_body") from None
-        snap = self.snapshot()
+        rid = new_recommendation_id()
+        lane = self.lane(uid if uid is not None else rid)  # a session without a user: a variant per answer
+        snap = self.snapshot(lane)
         degraded = False
         record = UserRecord(None, set(), set())
         if uid is not None:
@@ -233,19 +327,17 @@ class RecommendationService:
                 record = self.users.get_user(uid)
             except StoreUnavailableError:
                 degraded = True
-        folded = dict(self._fold_in_items(snap, uid, record) or {}) if uid is not None else {}
+        folded = dict(self._fold_in_items(lane, snap, uid, record) or {}) if uid is not None else {}
         for item, weight in weights.items():
             folded[item] = folded.get(item, 0.0) + weight
         skip = excluded | record.negative | ((record.seen | set(weights)) if exclude_seen else set())
         user_features = features if features is not None else record.features
         ranking = snap.model.rank(uid if uid is not None else SESSION_USER, n, user_features=user_features,
                                   item_features=snap.items, item_ids=candidates, exclude=skip, filters=groups,
-                                  interactions=folded or None, approximate=True)
-        strategy = ranking.strategy
-        if strategy == STRATEGY_INTERACTIONS and (uid is None or uid not in snap.model.user_space.id_index):
-            strategy = STRATEGY_SESSION
-        return Recommendation(uid if uid is not None else "", snap.version, strategy, degraded, ranking.items,
-                              ranking.unscorable)
+                                  interactions=folded or None, explore=self._explore(lane, rid), approximate=True)
+        if ranking.strategy == STRATEGY_INTERACTIONS and (uid is None or uid not in snap.model.user_space.id_index):
+            ranking.strategy = STRATEGY_SESSION
+        return self._answer(lane, snap, uid if uid is not None else "", ranking, degraded, rid)
 
     def _check_session(self, recent) -> dict[str, float]:
         """item id -> weight of a session's recent items (ids weigh 1); InvalidInputError otherwise."""
@@ -353,8 +445,14 @@ class RecommendationService:
             raise InvalidInputError(str(exc), code="invalid_body") from None
         return len(features)
 
-    def add_interactions(self, records: list[Mapping], idempotency_key: str | None = None) -> WriteResult:
+    def add_interactions(self, records: list[Mapping], idempotency_key: str | None = None) -> Written:
         """Append interactions to the training log and the users' seen sets, exactly once per key.
+
+        A record may carry the ``recommendation_id`` of the answer it came from: a positive interaction
+        (weight > 0) with an item that answer showed is attributed to its position (once per answer and
+        position; a retry replayed by its Idempotency-Key attributes nothing again). ``Written.attribution``
+        says, for each record that carried an id, what was found; an unknown or expired id never refuses
+        the interaction.
 
         Raises
         ------
@@ -368,15 +466,75 @@ class RecommendationService:
         limit = self.settings.max_interactions_per_request
         if len(records) > limit:
             raise InvalidInputError(f"at most {limit} interactions per request", code="invalid_body")
+        claims = []
+        for n, record in enumerate(records):
+            rid = record.get("recommendation_id") if isinstance(record, Mapping) else None
+            if rid is None:
+                continue
+            if not isinstance(rid, str) or not RECOMMENDATION_ID.match(rid):
+                raise InvalidInputError(f"interaction #{n}: recommendation_id must be the 32 hex characters an "
+                                        f"answer gave, got {str(rid)[:40]!r}", code="invalid_body")
+            claims.append(n)
         try:
-            return self.store.add_interactions_once(records, idempotency_key=idempotency_key,
-                                                    ttl=self.settings.idempotency_ttl)
+            result = self.store.add_interactions_once(records, idempotency_key=idempotency_key,
+                                                      ttl=self.settings.idempotency_ttl)
         except InvalidInputError:
             raise
         except ValueError as exc:
             if type(exc) is not ValueError:  # IdempotencyConflictError and other domain errors pass
                 raise
             raise InvalidInputError(str(exc), code="invalid_body") from None
+        attribution: dict[int, Attribution] = {}
+        if claims and not result.replayed:
+            positive = [n for n in claims if float(records[n].get("weight", 1.0)) > 0]
+            for n in set(claims) - set(positive):
+                attribution[n] = Attribution("not_positive")
+            found = self.impression_log.attribute(
+                [(records[n]["recommendation_id"], str(records[n]["user_id"]), str(records[n]["item_id"]))
+                 for n in positive])
+            for n, outcome in zip(positive, found):
+                attribution[n] = outcome
+                if outcome.status == "attributed" and self.hooks.on_attribution is not None:
+                    self.hooks.on_attribution(outcome)
+        return Written(result.written, result.replayed, dict(sorted(attribution.items())))
+
+    def stats(self, since: float | None = None, until: float | None = None) -> dict:
+        """Impressions and attributed interactions over [since, until) (seconds; default the last 24 hours):
+        click-through rate in total, by position, strategy, variant and for the explored slots, and, with
+        two or more variants, a two-proportion z-test of each variant's CTR against the first's.
+
+        Counters are kept per hour of the impression: the window is widened to whole hours.
+
+        Raises
+        ------
+        InvalidInputError
+            ``since`` >= ``until``, or a window over 400 days (``invalid_parameter``).
+        """
+        until = time.time() if until is None else until
+        since = until - 24 * 3600 if since is None else since
+        if not since < until:
+            raise InvalidInputError("since must be before until", code="invalid_parameter")
+        try:
+            counters = self.impression_log.counters(since, until)
+        except ValueError as exc:
+            raise InvalidInputError(str(exc), code="invalid_parameter") from None
+        slots, clicks = counters.get("imp:slots", 0), counters.get("click:total", 0)
+        explored, explored_clicks = counters.get("imp:explored", 0), counters.get("click:explored", 0)
+        by_variant = ctr_table(counters, "variant")
+        out = {"since": since, "until": until, "answers": counters.get("imp:answers", 0), "impressions": slots,
+               "clicks": clicks, "ctr": clicks / slots if slots else None,
+               "by_position": dict(sorted(ctr_table(counters, "pos").items(), key=lambda kv: int(kv[0]))),
+               "by_strategy": ctr_table(counters, "strategy"), "by_variant": by_variant,
+               "explored": {"impressions": explored, "clicks": explored_clicks,
+                            "ctr": explored_clicks / explored if explored else None}}
+        names = [lane.variant.name for lane in self.lanes]
+        if len(names) > 1:
+            base = by_variant.get(names[0], {"clicks": 0, "impressions": 0})
+            out["variant_tests"] = {
+                f"{name} vs {names[0]}": two_proportion_test(
+                    by_variant.get(name, {}).get("clicks", 0), by_variant.get(name, {}).get("impressions", 0),
+                    base["clicks"], base["impressions"]) for name in names[1:]}
+        return out
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -450,8 +608,20 @@ class RecommendationService:
         return jobs.recent_jobs(self.store, limit, lock_ttl=self.settings.retrain_lock_ttl)
 
     def model_info(self) -> dict:
-        """The serving model: version, when trained and loaded, sizes, parameters and metrics."""
-        snap = self.snapshot()
+        """The serving model (the first variant's): version, when trained and loaded, sizes, parameters, policy
+        and metrics; with VARIANTS, ``variants`` gives each variant's share, settings and the same fields."""
+        info = self._model_fields(self.snapshot())
+        if len(self.lanes) > 1:
+            info["variants"] = {}
+            for lane in self.lanes:
+                fields = {"share": lane.variant.share, "settings": dict(lane.variant.overrides)}
+                if lane.holder.snapshot is not None:
+                    fields.update(self._model_fields(lane.holder.snapshot))
+                info["variants"][lane.variant.name] = fields
+        return info
+
+    @staticmethod
+    def _model_fields(snap: ModelSnapshot) -> dict:
         extra = snap.meta.get("extra", {})
         return {"version": snap.version, "trained_at": extra.get("trained_at"), "loaded_at": snap.loaded_at,
                 "worker_pid": os.getpid(), "users": snap.model.n_users, "items": snap.model.n_items,
@@ -466,7 +636,8 @@ class RecommendationService:
         snap = self.holder.snapshot
         redis_ok = self.store.ping()
         watcher = self.watcher
-        body = {"ready": snap is not None and redis_ok, "model_loaded": snap is not None,
+        every_variant = all(lane.holder.snapshot is not None for lane in self.lanes)
+        body = {"ready": every_variant and redis_ok, "model_loaded": snap is not None,
                 "model_version": snap.version if snap else None, "redis": "ok" if redis_ok else "unavailable",
                 "watcher_last_check_age_s": round(time.time() - watcher.last_check, 3) if watcher.last_check
                 else None}
@@ -474,6 +645,11 @@ class RecommendationService:
             body["watcher_error"] = watcher.last_error
         if self.holder.failed_versions:
             body["skipped_versions"] = sorted(self.holder.failed_versions)
+        if len(self.lanes) > 1:
+            body["variants"] = {lane.variant.name: lane.holder.snapshot.version if lane.holder.snapshot else None
+                                for lane in self.lanes}
+        if self.impressions is not None and self.impressions.dropped:
+            body["impressions_dropped"] = self.impressions.dropped
         return body
 
 

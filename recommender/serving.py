@@ -101,13 +101,14 @@ class ModelWatcher:
     """
 
     def __init__(self, holder: ModelHolder, store, artifacts: ArtifactStore | str | Path, interval: float = 1.0,
-                 on_swap=None) -> None:
+                 on_swap=None, pointer: str | None = None) -> None:
         self.holder = holder
         self.store = store
         self.artifacts = artifacts if isinstance(artifacts, ArtifactStore) else LocalArtifactStore(artifacts)
         self.model_dir = self.artifacts.root
         self.interval = interval
         self.on_swap = on_swap
+        self.pointer = pointer  # the A/B variant whose pointer this watcher follows (None: the one model)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -140,7 +141,7 @@ class ModelWatcher:
     def check_once(self) -> None:
         """One round: swap in a new version if one is published, else refresh changed items. Never raises."""
         try:
-            version = current_version(self.store)
+            version = current_version(self.store, self.pointer)
             snap = self.holder.snapshot
             if version and (snap is None or snap.version != version) and version not in self.holder.failed_versions:
                 self._load(version)

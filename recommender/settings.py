@@ -10,6 +10,9 @@ from .features import MAX_WEIGHT, ROW_NORMS
 from .model.artifact_store import parse_store_url
 from .model.lightfm_model import INDICATORS, LOSSES
 
+#: settings an A/B variant may override (training and per-request serving ones)
+VARIANT_SETTINGS = ("LOSS", "NO_COMPONENTS", "EPOCHS", "LEARNING_RATE", "INDICATORS", "ROW_NORM", "RANDOM_STATE",
+                    "TRAIN_BUDGET_SECONDS", "BLENDS", "FOLD_IN", "EXPLORATION_RATE")
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off")
 
@@ -53,6 +56,10 @@ class Settings:
     trainer_in_app: bool = False  # run the trainer loop as a thread of every app process
     fold_in: bool = True  # use interactions the model did not train on at request time (method: the model's)
     blends: bool = True  # let the trainer blend co-occurrence and popularity with LightFM where validation says so
+    exploration_rate: float = 0.0  # share of answer slots given to a random eligible item (0: off)
+    impressions_max: int = 1_000_000  # about this many newest impressions (and attributions) are kept
+    impression_ttl: int = 7 * 24 * 3600  # seconds an answer can still be attributed an interaction
+    variants: str = ""  # A/B variants, JSON: name -> {"share": s, "settings": {"ENV_NAME": value}}; "" = none
     max_session_items: int = 100  # longest "recent" list of POST /recommend
     # training
     loss: str = "warp"
@@ -85,6 +92,8 @@ class Settings:
         "watch_interval": "WATCH_INTERVAL",
         "user_cache_size": "USER_CACHE_SIZE", "user_cache_ttl": "USER_CACHE_TTL",
         "trainer_in_app": "TRAINER_IN_APP", "fold_in": "FOLD_IN", "blends": "BLENDS",
+        "exploration_rate": "EXPLORATION_RATE", "impressions_max": "IMPRESSIONS_MAX",
+        "impression_ttl": "IMPRESSION_TTL", "variants": "VARIANTS",
         "max_session_items": "MAX_SESSION_ITEMS", "loss": "LOSS", "no_components": "NO_COMPONENTS", "epochs": "EPOCHS",
         "learning_rate": "LEARNING_RATE", "indicators": "INDICATORS", "row_norm": "ROW_NORM",
         "train_budget_seconds": "TRAIN_BUDGET_SECONDS",
@@ -126,6 +135,15 @@ class Settings:
             problems.append("MODEL_RETENTION must be >= 0 (0 keeps every version)")
         if not (1 <= self.default_n <= self.max_n <= 10_000):
             problems.append("need 1 <= DEFAULT_N <= MAX_N <= 10000")
+        if not 0 <= self.exploration_rate <= 1:
+            problems.append("EXPLORATION_RATE must be in [0, 1]")
+        if self.impressions_max < 0 or self.impression_ttl < 1:
+            problems.append("IMPRESSIONS_MAX must be >= 0 and IMPRESSION_TTL >= 1")
+        if self.variants:
+            try:
+                self.variant_list
+            except ValueError as exc:
+                problems.append(str(exc))
         if self.max_session_items < 1:
             problems.append("MAX_SESSION_ITEMS must be >= 1")
         if self.max_candidates < 1 or self.max_body_bytes < 1024:
@@ -178,6 +196,27 @@ class Settings:
             if value is not None:
                 env[var] = str(value).lower() if isinstance(value, bool) else str(value)
         return env
+
+    @property
+    def variant_list(self) -> list:
+        """The A/B variants (recommender.online.Variant); one "default" variant without VARIANTS.
+
+        Raises
+        ------
+        ValueError
+            VARIANTS is malformed (see recommender.online.parse_variants).
+        """
+        from .online import DEFAULT_VARIANT, Variant, parse_variants
+
+        if not self.variants:
+            return [Variant(DEFAULT_VARIANT, 1.0, {})]
+        return parse_variants(self.variants, VARIANT_SETTINGS)
+
+    def for_variant(self, variant) -> "Settings":
+        """These settings with a variant's overrides applied (validated)."""
+        if not variant.overrides:
+            return self
+        return Settings.from_env({**self.to_env(), **variant.overrides})
 
     @property
     def fixed_epochs(self) -> int | None:

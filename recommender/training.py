@@ -21,6 +21,7 @@ from .errors import LockedError
 from .model import LFMRecommender
 from .model.artifact_store import ArtifactStore, artifact_store_from_settings
 from .model.artifacts import ANN_FILE
+from .online import pointer_of
 from .selection import select, validation_split
 from .settings import Settings
 from .store import jobs
@@ -86,7 +87,20 @@ class Trainer:
         started = time.monotonic()
         outcome = "error"
         try:
-            result = self._run(token, force, job_id, verbose)
+            taken_at = time.time()  # item changes after this are picked up by the watchers' overlay
+            snapshot = self.store.snapshot()
+            if len(snapshot.interactions) == 0:
+                raise ValueError("there are no interactions in the store to train on")
+            variants = self.settings.variant_list
+            results = {}
+            for variant in variants:  # each A/B variant: its own settings, model and pointer
+                results[variant.name] = self._run(token, force, job_id, verbose, snapshot, taken_at,
+                                                  self.settings.for_variant(variant), pointer_of(variant))
+            result = results[variants[0].name]
+            if len(variants) > 1:
+                result.metrics["variants"] = {name: {"version": r.version, "decision": r.decision,
+                                                     "precision_at_k": r.metrics.get("precision_at_k")}
+                                              for name, r in results.items()}
             outcome = result.decision
             return result
         finally:
@@ -95,13 +109,10 @@ class Trainer:
             if self.on_result:
                 self.on_result(time.monotonic() - started, outcome)
 
-    def _run(self, token: str, force: bool, job_id: str | None, verbose: bool) -> TrainResult:
-        s = self.settings
+    def _run(self, token: str, force: bool, job_id: str | None, verbose: bool, snapshot, taken_at: float,
+             s: Settings, pointer: str | None) -> TrainResult:
+        """Select, gate, train and publish one model from ``snapshot`` with settings ``s``, for ``pointer``."""
         started = time.time()
-        taken_at = time.time()  # item changes after this are picked up by the watchers' overlay
-        snapshot = self.store.snapshot()
-        if len(snapshot.interactions) == 0:
-            raise ValueError("there are no interactions in the store to train on")
         k = s.eval_k
 
         def progress(stage: str):
@@ -132,7 +143,7 @@ class Trainer:
             row_norm, epochs, policy = chosen.row_norm, chosen.epochs, chosen.policy
         else:  # too little data to hold anything out: the fixed or default configuration, unvalidated
             row_norm, epochs, policy = s.row_norms[0], s.fixed_epochs or DEFAULT_EPOCHS, None
-        serving = self._serving_metrics()
+        serving = self._serving_metrics(pointer)
         metrics["serving_precision_at_k"] = serving
         decision = "forced" if force else "accepted"
         reason = self._gate(metrics, serving) if not force else None
@@ -163,7 +174,7 @@ class Trainer:
             "n_users": final.n_users, "n_items": final.n_items,
             "ann_ef_search": metrics.get("ann_ef_search", s.ann_ef_search)},
             extra_files=extra_files)
-        jobs.publish_version(self.store, version)  # the pointer moves last: every object is in place
+        jobs.publish_version(self.store, version, pointer)  # the pointer moves last: every object is in place
         log.info("published model %s (%s): %s", version, decision, metrics)
         self._prune(version)
         return TrainResult(version, True, decision, metrics)
@@ -219,21 +230,22 @@ class Trainer:
         return None
 
     def _prune(self, published: str) -> None:
-        """Keep MODEL_RETENTION versions, never the published one nor ``published``; a failure is logged
+        """Keep MODEL_RETENTION versions, never a published one (of any variant) nor ``published``; a failure is logged
         and does not fail the run (the model is out)."""
         if not self.settings.model_retention:
             return
         try:
-            gone = self.artifacts.prune(protect={published, jobs.current_version(self.store)})
+            serving = {jobs.current_version(self.store, pointer_of(v)) for v in self.settings.variant_list}
+            gone = self.artifacts.prune(protect={published, *serving})
         except Exception as exc:  # noqa: BLE001 - pruning is housekeeping; the next publish tries again
             log.warning("could not prune old model versions in %s: %s", self.artifacts.location, exc)
             return
         if gone:
             log.info("pruned %d old model version(s) from %s: %s", len(gone), self.artifacts.location, ", ".join(gone))
 
-    def _serving_metrics(self) -> float | None:
+    def _serving_metrics(self, pointer: str | None = None) -> float | None:
         """precision@k recorded when the serving model was published (evaluated on its own held-out slice)."""
-        version = jobs.current_version(self.store)
+        version = jobs.current_version(self.store, pointer)
         if not version:
             return None
         try:

@@ -162,7 +162,8 @@ class ApproximateIndex:
                   item_features: ItemFeatures | PreparedItems | None = None,
                   item_ids: Iterable[object] | None = None, exclude: Iterable[object] = (),
                   use_baseline: bool = True, filters: Sequence[Sequence[str]] = (),
-                  interactions: Mapping[str, float] | None = None) -> Ranking:
+                  interactions: Mapping[str, float] | None = None,
+                  explore: tuple[float, int] | None = None) -> Ranking:
         """Like :meth:`ScoringIndex.recommend`; ``Ranking.approximate`` says whether the ANN index answered.
 
         Feature filters go to the exact path: the index knows nothing of features, and a filter that
@@ -172,7 +173,7 @@ class ApproximateIndex:
         if item_ids is not None or filters or check_n(n) == 0:
             return self.index.recommend(user_id, n, user_features=user_features, item_features=item_features,
                                         item_ids=item_ids, exclude=exclude, use_baseline=use_baseline,
-                                        filters=filters, interactions=interactions)
+                                        filters=filters, interactions=interactions, explore=explore)
         index = self.index
         prepared = index.prepared(item_features)
         user = index._user(user_id, user_features, use_baseline, prepared, interactions)
@@ -183,8 +184,10 @@ class ApproximateIndex:
                                                   index.n_items + np.arange(len(prepared.extra_ids))]))
             ranking = index.rank(user, prepared, n, excluded, positions, prepared.unscorable, approximate=True)
             if len(ranking.items) >= n:
+                if explore is not None and explore[0] > 0:  # random slots draw from the whole catalogue
+                    return index.rank(user, prepared, n, excluded, None, prepared.unscorable, explore=explore)
                 return ranking
-        return index.rank(user, prepared, n, excluded, None, prepared.unscorable)
+        return index.rank(user, prepared, n, excluded, None, prepared.unscorable, explore=explore)
 
 
 def exact_thresholds(matrix: np.ndarray, queries: np.ndarray, n: int) -> np.ndarray:

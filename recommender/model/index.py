@@ -152,6 +152,8 @@ class Ranking:
     unscorable: list[str] = field(default_factory=list)
     ignored_features: dict = field(default_factory=dict)
     approximate: bool = False
+    explored: list[int] = field(default_factory=list)  # slots filled at random (exploration), 0-based
+    explore_pool: int = 0  # eligible items an explored slot was drawn from (its propensity is rate / pool)
 
 
 class ScoringIndex:
@@ -608,7 +610,8 @@ class ScoringIndex:
                   item_features: ItemFeatures | PreparedItems | None = None,
                   item_ids: Iterable[object] | None = None, exclude: Iterable[object] = (),
                   use_baseline: bool = True, filters: Sequence[Sequence[str]] = (),
-                  interactions: Mapping[str, float] | None = None) -> Ranking:
+                  interactions: Mapping[str, float] | None = None,
+                  explore: tuple[float, int] | None = None) -> Ranking:
         """The best ``n`` candidates for one user, without ``exclude`` (see LFMRecommender.recommend).
 
         Raises
@@ -625,17 +628,21 @@ class ScoringIndex:
             positions, unscorable = None, list(prepared.unscorable)
         else:
             positions, unscorable = self.positions(item_ids, prepared)
-        return self.rank(user, prepared, n, excluded_ids(exclude), positions, unscorable, filters=filters)
+        return self.rank(user, prepared, n, excluded_ids(exclude), positions, unscorable, filters=filters,
+                         explore=explore)
 
     def rank(self, user: UserQuery, prepared: PreparedItems, n: int, excluded: set[str],
              positions: np.ndarray | None = None, unscorable: Sequence[str] = (), approximate: bool = False,
-             filters: Sequence[Sequence[str]] = (), divide_by: np.ndarray | None = None) -> Ranking:
+             filters: Sequence[Sequence[str]] = (), divide_by: np.ndarray | None = None,
+             explore: tuple[float, int] | None = None) -> Ranking:
         """Score ``positions`` (every candidate when None), apply the candidate filters, cut the top ``n``.
 
         The candidate filters, in this one place: ``filters`` (feature groups that must all hold; when
         they keep few candidates only those are scored), ``prepared.blocked`` (items outside the
         catalogue) and ``excluded`` ids. ``divide_by`` (one value per candidate position) turns dot
-        products into cosines for :meth:`similar`.
+        products into cosines for :meth:`similar`. ``explore`` (rate, seed): each slot of the answer is,
+        with probability ``rate``, given to an item drawn uniformly at random among the eligible candidates
+        not already in it (an unbiased evaluation sample; the draw is reproducible from the seed).
         """
         dense_filter = None
         if filters:
@@ -666,10 +673,13 @@ class ScoringIndex:
             listed = positions.tolist()
             id_of = lambda p: self.id_of(listed[p], prepared)  # noqa: E731
         top = top_k(scores, n, id_of)
+        explored, pool_size = [], 0
+        if explore is not None and explore[0] > 0 and top:
+            explored, pool_size = _explore(scores, top, explore)
         items = [(id_of(p), float(scores[p])) for p in top]
         ignored = user.ignored_features + prepared.ignored_features if prepared.ignored_features \
             else user.ignored_features
-        return Ranking(items, user.strategy, list(unscorable), dict(ignored), approximate)
+        return Ranking(items, user.strategy, list(unscorable), dict(ignored), approximate, explored, pool_size)
 
     def similar(self, item_id: object, n: int = 10, *, item_features: ItemFeatures | PreparedItems | None = None,
                 exclude: Iterable[object] = (), filters: Sequence[Sequence[str]] = ()) -> Ranking:
@@ -705,6 +715,23 @@ class ScoringIndex:
         probe = UserQuery(iid, "similar", query, np.float32(0), Counter())
         excluded = excluded_ids(exclude) | {iid}
         return self.rank(probe, prepared, n, excluded, filters=filters, divide_by=divide_by)
+
+
+def _explore(scores: np.ndarray, top: list[int], explore: tuple[float, int]) -> tuple[list[int], int]:
+    """Replace slots of ``top`` (in place) by random eligible positions; (explored slots, pool size)."""
+    rate, seed = explore
+    rng = np.random.default_rng(seed)
+    slots = np.flatnonzero(rng.random(len(top)) < rate)
+    if not len(slots):
+        return [], 0
+    eligible = np.flatnonzero(np.isfinite(scores))
+    pool = eligible[~np.isin(eligible, top)]
+    if not len(pool):
+        return [], 0
+    picks = rng.choice(pool, size=min(len(slots), len(pool)), replace=False)
+    for slot, position in zip(slots.tolist(), picks.tolist()):
+        top[slot] = position
+    return slots[:len(picks)].tolist(), int(len(pool))
 
 
 def check_n(n: object) -> int:

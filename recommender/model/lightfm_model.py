@@ -342,13 +342,18 @@ class LFMRecommender(LightFM):
     def rank(self, user_id: object, n: int = 10, *, user_features: Mapping[str, float] | None = None,
              item_features: ItemFeatures | PreparedItems | None = None, item_ids: Iterable[object] | None = None,
              exclude: Iterable[object] = (), use_baseline: bool = True, approximate: bool = False,
-             filters: Sequence[Sequence[str]] = (), interactions: Mapping[str, float] | None = None) -> Ranking:
-        """The best ``n`` items with how they were found (a :class:`Ranking`); see :meth:`recommend`."""
+             filters: Sequence[Sequence[str]] = (), interactions: Mapping[str, float] | None = None,
+             explore: tuple[float, int] | None = None) -> Ranking:
+        """The best ``n`` items with how they were found (a :class:`Ranking`); see :meth:`recommend`.
+
+        ``explore`` (rate, seed) fills each slot, with probability rate, with a random eligible item
+        (reproducible from the seed); ``Ranking.explored`` lists those slots.
+        """
         self._require_fitted()
         scorer = self._approximate if approximate and self._approximate is not None else self.index
         return scorer.recommend(user_id, n, user_features=user_features, item_features=item_features,
                                 item_ids=item_ids, exclude=exclude, use_baseline=use_baseline, filters=filters,
-                                interactions=interactions)
+                                interactions=interactions, explore=explore)
 
     def recommend(self, user_id: object, n: int = 10, *, user_features: Mapping[str, float] | None = None,
                   item_features: ItemFeatures | PreparedItems | None = None, item_ids: Iterable[object] | None = None,

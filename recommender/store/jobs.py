@@ -152,12 +152,12 @@ def release_lock(store, token: str) -> None:
 
 
 @store_errors
-def current_version(store) -> str | None:
-    """The published model version id, or None."""
-    return store.client.get(store.keys.model_current)
+def current_version(store, variant: str | None = None) -> str | None:
+    """The published model version id (of an A/B variant; of the one model when None), or None."""
+    return store.client.get(store.keys.model_pointer(variant))
 
 
 @store_errors
-def publish_version(store, version: str) -> None:
+def publish_version(store, version: str, variant: str | None = None) -> None:
     """Point every serving process at ``version`` (they poll the pointer, see recommender.serving)."""
-    store.client.set(store.keys.model_current, version)
+    store.client.set(store.keys.model_pointer(variant), version)

@@ -22,6 +22,11 @@ key (prefix ``reco:``)              type       holds
 ``reco:retrain:queue``              list       job ids waiting for a trainer
 ``reco:retrain:history``            list       the newest job ids, newest first (capped; GET /retrain)
 ``reco:job:{id}``                   hash       one retrain job's status, metrics and version
+``reco:impressions``                stream     what each answer showed (capped; recommender.store.impressions)
+``reco:imp:{id}``                   hash       one answer, for attribution (TTL IMPRESSION_TTL)
+``reco:attributions``               stream     interactions attributed to an answer's position (capped)
+``reco:stats:{hour}:{shard}``       hash       impression and click counters of one hour (8 shards)
+``reco:model:variant:{name}``       string     the published version of an A/B variant
 =================================== ========== ===================================================
 
 ``{id}`` is the id as given (ids may contain ``:``). Everything a request reads about one user lives
@@ -61,6 +66,8 @@ class Keys:
         self.retrain_active = prefix + "retrain:active"
         self.retrain_queue = prefix + "retrain:queue"
         self.retrain_history = prefix + "retrain:history"
+        self.impressions = prefix + "impressions"
+        self.attributions = prefix + "attributions"
 
     def user_features(self, user_id: str) -> str:
         """Feature hash of a user."""
@@ -101,6 +108,18 @@ class Keys:
     def once_call(self, token: str = "") -> str:
         """Guard of one call's interaction batch (``token``: random per call; "" gives the common head)."""
         return f"{self.prefix}once:call:{token}"
+
+    def impression(self, recommendation_id: str) -> str:
+        """Hash of one answer as shown (attribution looks it up)."""
+        return f"{self.prefix}imp:{recommendation_id}"
+
+    def stats(self, hour: int, shard: int) -> str:
+        """Counters of the impressions shown in one hour (hours since the epoch), one of a few shards."""
+        return f"{self.prefix}stats:{hour}:{shard}"
+
+    def model_pointer(self, variant: str | None = None) -> str:
+        """The published version of an A/B variant; the one model's pointer when None."""
+        return self.model_current if variant is None else f"{self.prefix}model:variant:{variant}"
 
     def job(self, job_id: str) -> str:
         """Hash of one retrain job."""

@@ -1,0 +1,247 @@
+"""What was shown and what was clicked: the impression log, attribution, and windowed counters.
+
+Every answer of the service is an impression, identified by its ``recommendation_id``. The impression log
+keeps, per answer: the user, the items with their positions and scores, the strategy, model version and
+A/B variant, the slots filled at random (exploration) with the size of the pool they were drawn from, and
+the time. It is written in batches off the request path (recommender.online.ImpressionWriter), as one
+pipeline per batch:
+
+- an entry in the ``impressions`` stream (capped at ``max_entries``, ``MAXLEN ~``): the record for offline
+  evaluation (``reco-online-eval``);
+- a hash ``imp:{id}`` (TTL ``ttl``): what attribution looks up;
+- counters in hour buckets ``stats:{hour}:{shard}`` (the shard from the id spreads the writes over
+  ``SHARDS`` keys): impressions in total, per position, strategy, variant, and explored slots.
+
+Attribution (:meth:`ImpressionLog.attribute`) links an interaction that carries a ``recommendation_id`` to
+the position the item was shown at. A (recommendation, position) pair counts once (HSETNX in the
+impression's hash), in the hour bucket of the impression, so click-through rates compare clicks with the
+impressions they came from. Attributed clicks also go into the capped ``attributions`` stream.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from .connection import store_errors
+
+SHARDS = 8  # counter keys per hour: no single key takes every impression
+STATS_TTL = 90 * 24 * 3600  # seconds an hour's counters are kept
+COUNTER_FIELDS = ("total", "pos", "strategy", "variant", "explored")
+
+
+@dataclass
+class Impression:
+    """One answer as shown: ``items`` (item_id, score) best first; ``explored`` the random slots (0-based)."""
+
+    recommendation_id: str
+    user_id: str
+    items: list[tuple[str, float]]
+    strategy: str
+    model_version: str
+    variant: str
+    explored: list[int] = field(default_factory=list)
+    explore_pool: int = 0
+    time: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """What attributing one interaction found: ``status`` is "attributed" (with the 1-based ``position``,
+    whether that slot was ``explored``, and the impression's strategy and variant), "duplicate" (that slot
+    was attributed before), "not_shown" (the item was not in the answer, or the answer was another
+    user's) or "unknown_or_expired"."""
+
+    status: str
+    position: int | None = None
+    explored: bool = False
+    strategy: str | None = None
+    variant: str | None = None
+
+
+def _hour(t: float) -> int:
+    return int(t // 3600)
+
+
+def _shard(recommendation_id: str) -> int:
+    return zlib.crc32(recommendation_id.encode()) % SHARDS
+
+
+class ImpressionLog:
+    """The impression log and its counters in one store.
+
+    Parameters
+    ----------
+    store : RedisFeatureStore
+    max_entries : int
+        About this many newest impressions (and attributions) stay in their streams (0: all).
+    ttl : int
+        Seconds an impression can still be attributed (its hash's TTL).
+    """
+
+    def __init__(self, store, max_entries: int = 1_000_000, ttl: int = 7 * 24 * 3600):
+        self.store = store
+        self.address = store.address
+        self.max_entries = max_entries
+        self.ttl = ttl
+
+    @store_errors
+    def write(self, impressions: Sequence[Impression]) -> None:
+        """Append impressions (one pipeline)."""
+        if not impressions:
+            return
+        keys = self.store.keys
+        with self.store.client.pipeline(transaction=False) as pipe:
+            for imp in impressions:
+                record = {"recommendation_id": imp.recommendation_id, "user_id": imp.user_id,
+                          "items": json.dumps([[i, round(s, 6)] for i, s in imp.items]), "strategy": imp.strategy,
+                          "model_version": imp.model_version, "variant": imp.variant,
+                          "explored": json.dumps(imp.explored), "explore_pool": imp.explore_pool, "time": imp.time}
+                pipe.xadd(keys.impressions, record, maxlen=self.max_entries or None, approximate=True)
+                hkey = keys.impression(imp.recommendation_id)
+                pipe.hset(hkey, mapping=record)
+                pipe.expire(hkey, self.ttl)
+                counters = keys.stats(_hour(imp.time), _shard(imp.recommendation_id))
+                pipe.hincrby(counters, "imp:total", 1)
+                pipe.hincrby(counters, "imp:answers", 1)
+                pipe.hincrby(counters, f"imp:strategy:{imp.strategy}", len(imp.items))
+                pipe.hincrby(counters, f"imp:variant:{imp.variant}", len(imp.items))
+                for position in range(1, len(imp.items) + 1):
+                    pipe.hincrby(counters, f"imp:pos:{position}", 1)
+                if imp.explored:
+                    pipe.hincrby(counters, "imp:explored", len(imp.explored))
+                pipe.hincrby(counters, "imp:slots", len(imp.items))
+                pipe.expire(counters, STATS_TTL)
+            pipe.execute()
+
+    @store_errors
+    def attribute(self, records: Sequence[tuple[str, str, str]], at: float | None = None) -> list[Attribution]:
+        """Attribute (recommendation_id, user_id, item_id) interactions to what was shown (see the module)."""
+        if not records:
+            return []
+        keys = self.store.keys
+        ids = list(dict.fromkeys(r for r, _, _ in records))
+        with self.store.client.pipeline(transaction=False) as pipe:
+            for rid in ids:
+                pipe.hmget(keys.impression(rid), "user_id", "items", "strategy", "variant", "explored", "time")
+            found = dict(zip(ids, pipe.execute()))
+        outcome: list[Attribution] = []
+        claims = []  # (record index, rid, position, impression fields)
+        for n, (rid, user, item) in enumerate(records):
+            fields = found.get(rid)
+            if not fields or fields[1] is None:
+                outcome.append(Attribution("unknown_or_expired"))
+                continue
+            shown_user, items, strategy, variant, explored, shown_at = fields
+            positions = [p for p, (i, _) in enumerate(json.loads(items), start=1) if i == item]
+            if shown_user != user or not positions:
+                outcome.append(Attribution("not_shown"))
+                continue
+            position = positions[0]
+            was_explored = (position - 1) in json.loads(explored or "[]")
+            outcome.append(Attribution("attributed", position, was_explored, strategy, variant))
+            claims.append((n, rid, position, float(shown_at), strategy, variant, was_explored))
+        if claims:
+            at = time.time() if at is None else at
+            with self.store.client.pipeline(transaction=False) as pipe:
+                for _, rid, position, _, _, _, _ in claims:
+                    pipe.hsetnx(keys.impression(rid), f"click:{position}", at)
+                first = pipe.execute()
+            with self.store.client.pipeline(transaction=False) as pipe:
+                for (n, rid, position, shown_at, strategy, variant, was_explored), new in zip(claims, first):
+                    if not new:  # this slot of this answer was attributed before: count it once
+                        outcome[n] = Attribution("duplicate", position, was_explored, strategy, variant)
+                        continue
+                    counters = keys.stats(_hour(shown_at), _shard(rid))
+                    pipe.hincrby(counters, "click:total", 1)
+                    pipe.hincrby(counters, f"click:pos:{position}", 1)
+                    pipe.hincrby(counters, f"click:strategy:{strategy}", 1)
+                    pipe.hincrby(counters, f"click:variant:{variant}", 1)
+                    if was_explored:
+                        pipe.hincrby(counters, "click:explored", 1)
+                    pipe.expire(counters, STATS_TTL)
+                    pipe.xadd(keys.attributions, {"recommendation_id": rid, "user_id": records[n][1],
+                                                  "item_id": records[n][2], "position": position,
+                                                  "explored": int(was_explored), "time": at},
+                              maxlen=self.max_entries or None, approximate=True)
+                pipe.execute()
+        return outcome
+
+    @store_errors
+    def counters(self, since: float, until: float) -> dict[str, int]:
+        """Summed counters of the impressions shown in [since, until) (whole hours: the buckets touched)."""
+        hours = range(_hour(since), _hour(until - 1e-9) + 1)
+        if len(hours) > 24 * 400:
+            raise ValueError("the window may span at most 400 days")
+        keys = self.store.keys
+        with self.store.client.pipeline(transaction=False) as pipe:
+            for hour in hours:
+                for shard in range(SHARDS):
+                    pipe.hgetall(keys.stats(hour, shard))
+            replies = pipe.execute()
+        total: dict[str, int] = {}
+        for reply in replies:
+            for name, value in reply.items():
+                total[name] = total.get(name, 0) + int(value)
+        return total
+
+    def read(self, since: float = 0.0, until: float = math.inf, limit: int = 1_000_000) -> Iterable[dict]:
+        """Impression records of the stream shown in [since, until), oldest first (offline evaluation)."""
+        start = f"{int(since * 1000)}-0" if since > 0 else "-"
+        end = f"{int(until * 1000)}-0" if math.isfinite(until) else "+"
+        stream = self.store.keys.impressions
+        seen = 0
+        while seen < limit:
+            entries = self.store.client.xrange(stream, start, end, count=min(10_000, limit - seen))
+            if not entries:
+                return
+            for entry_id, fields in entries:
+                yield {**fields, "items": json.loads(fields["items"]), "explored": json.loads(fields["explored"]),
+                       "explore_pool": int(fields["explore_pool"]), "time": float(fields["time"])}
+            seen += len(entries)
+            start = "(" + entries[-1][0]
+
+    def clicks(self, since: float = 0.0) -> dict[tuple[str, int], float]:
+        """(recommendation_id, position) -> time of every attributed click in the attributions stream."""
+        out = {}
+        start = f"{int(since * 1000)}-0" if since > 0 else "-"
+        stream = self.store.keys.attributions
+        while True:
+            entries = self.store.client.xrange(stream, start, "+", count=10_000)
+            if not entries:
+                return out
+            for _, fields in entries:
+                out[(fields["recommendation_id"], int(fields["position"]))] = float(fields["time"])
+            start = "(" + entries[-1][0]
+
+
+def ctr_table(counters: dict[str, int], kind: str) -> dict[str, dict]:
+    """{value: {"impressions", "clicks", "ctr"}} for one kind of counter ("pos", "strategy", "variant")."""
+    out: dict[str, dict] = {}
+    for name, value in counters.items():
+        side, _, rest = name.partition(":")
+        got, _, key = rest.partition(":")
+        if got != kind or side not in ("imp", "click"):
+            continue
+        row = out.setdefault(key, {"impressions": 0, "clicks": 0})
+        row["impressions" if side == "imp" else "clicks"] += value
+    for row in out.values():
+        row["ctr"] = row["clicks"] / row["impressions"] if row["impressions"] else None
+    return out
+
+
+def two_proportion_test(clicks_a: int, shown_a: int, clicks_b: int, shown_b: int) -> dict:
+    """Two-sided two-proportion z-test of CTR a vs b (pooled variance): {"z", "p_value", "difference"}."""
+    if not shown_a or not shown_b:
+        return {"z": None, "p_value": None, "difference": None}
+    pa, pb = clicks_a / shown_a, clicks_b / shown_b
+    pooled = (clicks_a + clicks_b) / (shown_a + shown_b)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / shown_a + 1 / shown_b))
+    if se == 0:
+        return {"z": None, "p_value": None, "difference": pa - pb}
+    z = (pa - pb) / se
+    return {"z": z, "p_value": math.erfc(abs(z) / math.sqrt(2)), "difference": pa - pb}

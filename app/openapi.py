@@ -37,6 +37,8 @@ def openapi_document() -> dict:
         "user_id": ID, "item_id": ID,
         "weight": {"type": "number", "minimum": -100, "maximum": 100,
                    "description": "default 1; weight <= 0 is a negative signal; |weight| <= MAX_WEIGHT (100)"},
+        "recommendation_id": {"type": "string", "pattern": "^[0-9a-f]{32}$",
+                              "description": "the answer this interaction came from (attribution)"},
         "timestamp": {"type": "number", "description": "seconds since the epoch; default now"}}}
     return {
         "openapi": "3.0.3",
@@ -55,10 +57,13 @@ def openapi_document() -> dict:
                                        "strategy": {"type": "string", "enum": ["personalized", "features", "interactions",
                                                                                 "session", "popular"]},
                                        "degraded": {"type": "boolean"},
+                                       "recommendation_id": {"type": "string"},
+                                       "variant": {"type": "string"},
                                        "items": {"type": "array", "items": {
                                            "type": "object", "required": ["item_id", "score"],
                                            "properties": {"item_id": {"type": "string"},
-                                                          "score": {"type": "number"}}}}}},
+                                                          "score": {"type": "number"},
+                                                          "explored": {"type": "boolean"}}}}}},
                 "Interaction": interaction,
                 "Job": {"type": "object", "required": ["job_id", "status"], "properties": {
                     "job_id": {"type": "string"},
@@ -146,7 +151,9 @@ def openapi_document() -> dict:
                     {"$ref": "#/components/schemas/Interaction"},
                     {"type": "array", "items": {"$ref": "#/components/schemas/Interaction"}, "minItems": 1}]}}}},
                 "responses": {"200": _json({"type": "object", "required": ["written", "replayed"], "properties": {
-                    "written": {"type": "integer"}, "replayed": {"type": "boolean"}}}, "Written (or replayed)"),
+                    "written": {"type": "integer"}, "replayed": {"type": "boolean"},
+                    "attributed": {"type": "integer"},
+                    "attribution": {"type": "array", "items": {"type": "object"}}}}, "Written (or replayed)"),
                               **_errors(400, 401, 403, 413, 422, 503)}}},
             "/retrain": {
                 "post": {
@@ -168,6 +175,14 @@ def openapi_document() -> dict:
                                 "schema": {"type": "string", "maxLength": 64}}],
                 "responses": {"200": _json({"$ref": "#/components/schemas/Job"}, "Job"),
                               **_errors(400, 401, 403, 404, 503)}}},
+            "/stats": {"get": {
+                "summary": "Impressions, attributed interactions and click-through rates over a window",
+                "security": ADMIN,
+                "parameters": [{"name": name, "in": "query", "schema": {"type": "number", "minimum": 0},
+                                "description": f"seconds since the epoch (default: {default})"}
+                               for name, default in (("since", "24 hours before until"), ("until", "now"))],
+                "responses": {"200": _json({"type": "object", "required": ["impressions", "clicks"]}, "Stats"),
+                              **_errors(400, 401, 403, 503)}}},
             "/model": {"get": {"summary": "The serving model",
                                "responses": {"200": _json({"type": "object"}, "Model"), **_errors(503)}}},
             "/health": {"get": {"summary": "Liveness", "responses": {"200": _json({"type": "object"}, "Alive")}}},

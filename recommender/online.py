@@ -1,7 +1,9 @@
 """Online evaluation pieces: recommendation ids, the impression writer, and A/B variants.
 
-- Every answer gets a ``recommendation_id`` (:func:`new_recommendation_id`): 32 hex characters, random.
-  Its first 16 seed the exploration draw, so the random slots of an answer can be reproduced.
+- Every answer gets a ``recommendation_id`` (:func:`new_recommendation_id`): 32 hex characters, the time
+  of the answer in milliseconds (12) then 20 random ones. The random part seeds the exploration draw, so
+  the random slots of an answer can be reproduced; the time tells attribution whether an unknown id may
+  still be in a writer's buffer (:func:`recommendation_age`).
 - :class:`ImpressionWriter` takes impressions off the request path: ``add`` appends to a bounded
   in-process buffer (no I/O); a background thread writes whatever is buffered every ``interval`` seconds
   (or at ``batch`` entries) in one pipeline (recommender.store.impressions). ``stop`` writes what is left
@@ -20,6 +22,7 @@ import json
 import logging
 import re
 import threading
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -33,14 +36,20 @@ DEFAULT_VARIANT = "default"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
-def new_recommendation_id() -> str:
-    """A new answer's id: 32 random hex characters."""
-    return uuid.uuid4().hex
+def new_recommendation_id(now: float | None = None) -> str:
+    """A new answer's id: 12 hex characters of milliseconds since the epoch, then 20 random ones."""
+    millis = int((time.time() if now is None else now) * 1000)
+    return f"{millis:012x}{uuid.uuid4().hex[:20]}"
 
 
 def exploration_seed(recommendation_id: str) -> int:
-    """The seed of an answer's exploration draw (from its id: the draw can be reproduced)."""
-    return int(recommendation_id[:16], 16)
+    """The seed of an answer's exploration draw (its id's random part: the draw can be reproduced)."""
+    return int(recommendation_id[12:28], 16)
+
+
+def recommendation_age(recommendation_id: str, now: float | None = None) -> float:
+    """Seconds since the answer with this id was given (from the time in its id)."""
+    return (time.time() if now is None else now) - int(recommendation_id[:12], 16) / 1000.0
 
 
 class ImpressionWriter:

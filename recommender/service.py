@@ -26,7 +26,7 @@ from .settings import Settings
 from .store import RedisFeatureStore, UserRecord, WriteResult, jobs
 from .store.validation import check_features
 from .online import (DEFAULT_VARIANT, ImpressionWriter, Variant, assign_variant, exploration_seed,
-                     new_recommendation_id, pointer_of)
+                     new_recommendation_id, pointer_of, recommendation_age)
 from .store.breaker import CircuitBreaker, GuardedReads
 from .store.impressions import Attribution, Impression, ImpressionLog, ctr_table, two_proportion_test
 from .store.usercache import UserCache
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 MAX_FEATURES_PER_ENTITY = 1000
 MAX_FILTER_NAMES = 50  # feature names in one request's filters
 RECOMMENDATION_ID = re.compile(r"^[0-9a-f]{32}$")
+ATTRIBUTION_GRACE = 1.5  # seconds an answer may take to reach Redis (writers flush every 0.5 s; margin)
 STRATEGY_SESSION = "session"  # POST /recommend for a user the model does not know: its session folded in
 SESSION_USER = "\x00session\x00"  # the id a session without user_id is scored as (no real id can be it)
 DEFAULT_HISTORY_LIMIT = 20  # retrain jobs GET /retrain answers without ?limit=
@@ -489,10 +490,17 @@ class RecommendationService:
             positive = [n for n in claims if float(records[n].get("weight", 1.0)) > 0]
             for n in set(claims) - set(positive):
                 attribution[n] = Attribution("not_positive")
-            found = self.impression_log.attribute(
-                [(records[n]["recommendation_id"], str(records[n]["user_id"]), str(records[n]["item_id"]))
-                 for n in positive])
-            for n, outcome in zip(positive, found):
+            claims_of = {n: (records[n]["recommendation_id"], str(records[n]["user_id"]), str(records[n]["item_id"]))
+                         for n in positive}
+            found = dict(zip(positive, self.impression_log.attribute([claims_of[n] for n in positive])))
+            # an answer given moments ago may still be in a writer's buffer (any process): wait until it
+            # must have been written, then look once more
+            young = [n for n in positive if found[n].status == "unknown_or_expired"
+                     and 0 <= recommendation_age(claims_of[n][0]) < ATTRIBUTION_GRACE]
+            if young:
+                time.sleep(max(0.0, ATTRIBUTION_GRACE - min(recommendation_age(claims_of[n][0]) for n in young)))
+                found.update(zip(young, self.impression_log.attribute([claims_of[n] for n in young])))
+            for n, outcome in found.items():
                 attribution[n] = outcome
                 if outcome.status == "attributed" and self.hooks.on_attribution is not None:
                     self.hooks.on_attribution(outcome)

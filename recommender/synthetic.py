@@ -57,6 +57,7 @@ for cold-start evaluation).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -83,6 +84,38 @@ class World:
     new_items: list[str]
     user_interests: dict[str, tuple[str, ...]]
     item_genre: dict[str, str]
+    truth: "Truth | None" = None  # the weak world's choice model (None in the strong world)
+
+
+@dataclass(frozen=True)
+class Truth:
+    """The weak world's ground truth: the log-odds with which a user chooses an item.
+
+    A user's interactions are drawn, without replacement, with probability proportional to
+    ``exp(logits)`` (Plackett-Luce via Gumbel keys), where ``logits[u, i] = log_pop[i] +
+    taste * log(theta[u, cluster[i]] + 0.001) + item_taste * user_factors[u] @ item_factors[i]``.
+    Simulations (bench/sim_online.py) use it as the users' true taste.
+    """
+
+    user_ids: list[str]  # row order (u1..uN)
+    item_ids: list[str]  # column order (i1..iM)
+    log_pop: np.ndarray  # (n_items,)
+    theta: np.ndarray  # (n_users, n_clusters) taste per cluster, rows sum to 1
+    cluster: np.ndarray  # (n_items,) int
+    user_factors: np.ndarray  # (n_users, 8)
+    item_factors: np.ndarray  # (n_items, 8)
+    taste: float
+    item_taste: float
+
+    def logits(self, users: Sequence[str]) -> np.ndarray:
+        """(len(users), n_items) float64: the choice log-odds of each user for every item.
+
+        Raises KeyError for a user id that is not in the world.
+        """
+        row = {u: k for k, u in enumerate(self.user_ids)}
+        rows = np.asarray([row[u] for u in users], dtype=np.int64)
+        return (self.log_pop + self.taste * np.log(self.theta[rows][:, self.cluster] + 1e-3)
+                + self.item_taste * (self.user_factors[rows] @ self.item_factors.T))
 
 
 @dataclass(frozen=True)
@@ -251,6 +284,8 @@ def _weak_world(n_users: int, n_items: int, w: WeakWorld, *, new_user_frac: floa
         new_items=[items[i] for i in sorted(new_items)],
         user_interests=interests,
         item_genre={items[i]: GENRES[genre[i]] for i in range(n_items)},
+        truth=Truth(list(users), list(items), log_pop, theta, cluster, user_factors, item_factors,
+                    w.taste, w.item_taste),
     )
 
 

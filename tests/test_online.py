@@ -78,7 +78,8 @@ def test_exploration_fills_slots_at_the_rate_with_eligible_items_reproducibly():
     user = model.uid_map.index[0]
     seen = set(world.interactions.loc[world.interactions["user_id"] == user, "item_id"])
     plain = model.rank(user, 10, exclude=seen)
-    explored, slots = 0, 0
+    more = model.rank(user, 20, exclude=seen)
+    explored, slots, in_model_top = 0, 0, 0
     for k in range(400):
         rid = new_recommendation_id()
         ranking = model.rank(user, 10, exclude=seen, explore=(0.25, exploration_seed(rid)))
@@ -86,13 +87,17 @@ def test_exploration_fills_slots_at_the_rate_with_eligible_items_reproducibly():
         assert ranking.items == again.items and ranking.explored == again.explored  # reproducible from the id
         ids = [i for i, _ in ranking.items]
         assert len(set(ids)) == 10 and not set(ids) & seen
-        for slot in range(10):
-            if slot not in ranking.explored:
-                assert ids[slot] == plain.items[slot][0]  # the other slots keep the model's answer
-        assert ranking.explore_pool == model.n_items - len(seen) - 10 or not ranking.explored
+        drawn = {ids[slot] for slot in ranking.explored}
+        kept = [ids[slot] for slot in range(10) if slot not in ranking.explored]
+        # the other slots keep the model's order, skipping the drawn items
+        assert kept == [i for i, _ in plain.items + more.items[10:] if i not in drawn][:len(kept)]
+        # drawn from every eligible item, the model's own picks included (propensity independent of the model)
+        assert ranking.explore_pool == model.n_items - len(seen) or not ranking.explored
+        in_model_top += len(drawn & {i for i, _ in plain.items})
         explored += len(ranking.explored)
         slots += 10
     assert abs(explored / slots - 0.25) < 0.03, explored / slots  # 4,000 slots: 3 standard errors ~ 0.02
+    assert in_model_top > 0  # ~1,000 draws from ~190 items: the model's 10 are drawn ~50 times
 
 
 def test_variants_parse_assign_stably_and_split_by_share():

@@ -26,7 +26,7 @@ import logging
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -641,8 +641,8 @@ class ScoringIndex:
         they keep few candidates only those are scored), ``prepared.blocked`` (items outside the
         catalogue) and ``excluded`` ids. ``divide_by`` (one value per candidate position) turns dot
         products into cosines for :meth:`similar`. ``explore`` (rate, seed): each slot of the answer is,
-        with probability ``rate``, given to an item drawn uniformly at random among the eligible candidates
-        not already in it (an unbiased evaluation sample; the draw is reproducible from the seed).
+        with probability ``rate``, given to an item drawn uniformly at random among all eligible candidates
+        (see :func:`_explore`; an unbiased evaluation sample, reproducible from the seed).
         """
         dense_filter = None
         if filters:
@@ -675,7 +675,7 @@ class ScoringIndex:
         top = top_k(scores, n, id_of)
         explored, pool_size = [], 0
         if explore is not None and explore[0] > 0 and top:
-            explored, pool_size = _explore(scores, top, explore)
+            top, explored, pool_size = _explore(scores, top, explore, lambda m: top_k(scores, m, id_of))
         items = [(id_of(p), float(scores[p])) for p in top]
         ignored = user.ignored_features + prepared.ignored_features if prepared.ignored_features \
             else user.ignored_features
@@ -717,21 +717,31 @@ class ScoringIndex:
         return self.rank(probe, prepared, n, excluded, filters=filters, divide_by=divide_by)
 
 
-def _explore(scores: np.ndarray, top: list[int], explore: tuple[float, int]) -> tuple[list[int], int]:
-    """Replace slots of ``top`` (in place) by random eligible positions; (explored slots, pool size)."""
+def _explore(scores: np.ndarray, top: list[int], explore: tuple[float, int],
+             ranked: Callable[[int], list[int]]) -> tuple[list[int], list[int], int]:
+    """Fill random slots of an answer with random eligible items: (answer, explored slots, pool size).
+
+    Each slot is explored with probability ``rate``; each explored slot gets an item drawn uniformly,
+    without replacement, from *every* eligible candidate (the model's own picks included), so the chance
+    of an item to be drawn (``1 / pool``) does not depend on the serving model: that is what makes the
+    explored slots an unbiased test set for any other model (recommender.online_eval, replay). The other
+    slots keep the model's order, skipping drawn items. ``ranked(m)`` gives the model's best ``m``.
+    """
     rate, seed = explore
     rng = np.random.default_rng(seed)
     slots = np.flatnonzero(rng.random(len(top)) < rate)
     if not len(slots):
-        return [], 0
+        return top, [], 0
     eligible = np.flatnonzero(np.isfinite(scores))
-    pool = eligible[~np.isin(eligible, top)]
-    if not len(pool):
-        return [], 0
-    picks = rng.choice(pool, size=min(len(slots), len(pool)), replace=False)
-    for slot, position in zip(slots.tolist(), picks.tolist()):
-        top[slot] = position
-    return slots[:len(picks)].tolist(), int(len(pool))
+    if not len(eligible):
+        return top, [], 0
+    picks = rng.choice(eligible, size=min(len(slots), len(eligible)), replace=False).tolist()
+    slots = slots[:len(picks)].tolist()
+    drawn = set(picks)
+    rest = iter([p for p in ranked(len(top) + len(picks)) if p not in drawn])
+    at_slot = dict(zip(slots, picks))
+    answer = [at_slot[s] if s in at_slot else next(rest) for s in range(len(top))]
+    return answer, slots, int(len(eligible))
 
 
 def check_n(n: object) -> int:

@@ -209,13 +209,14 @@ class RecommendationService:
         return next(lane for lane in self.lanes if lane.variant is chosen)
 
     def _answer(self, lane: Lane, snap: ModelSnapshot, user_id: str, ranking, degraded: bool,
-                rid: str) -> Recommendation:
+                rid: str, context: str) -> Recommendation:
         """The Recommendation of a ranking, logged as an impression (buffered: no I/O here)."""
         answer = Recommendation(user_id, snap.version, ranking.strategy, degraded, ranking.items, ranking.unscorable,
                                 rid, lane.variant.name, list(ranking.explored))
         if self.impressions is not None and answer.items:
             self.impressions.add(Impression(rid, user_id, answer.items, answer.strategy, snap.version,
-                                            lane.variant.name, answer.explored, ranking.explore_pool))
+                                            lane.variant.name, answer.explored, ranking.explore_pool,
+                                            context=context))
         if self.hooks.on_answer is not None:
             self.hooks.on_answer(answer)
         return answer
@@ -264,7 +265,8 @@ class RecommendationService:
                                   interactions=self._fold_in_items(lane, snap, uid, record),
                                   explore=self._explore(lane, rid),
                                   approximate=True)  # used only when the model was published with an index
-        return self._answer(lane, snap, uid, ranking, degraded, rid)
+        context = "restricted" if candidates is not None or groups else "user"
+        return self._answer(lane, snap, uid, ranking, degraded, rid, context)
 
     @staticmethod
     def _explore(lane: Lane, rid: str) -> tuple[float, int] | None:
@@ -338,7 +340,7 @@ class RecommendationService:
                                   interactions=folded or None, explore=self._explore(lane, rid), approximate=True)
         if ranking.strategy == STRATEGY_INTERACTIONS and (uid is None or uid not in snap.model.user_space.id_index):
             ranking.strategy = STRATEGY_SESSION
-        return self._answer(lane, snap, uid if uid is not None else "", ranking, degraded, rid)
+        return self._answer(lane, snap, uid if uid is not None else "", ranking, degraded, rid, "session")
 
     def _check_session(self, recent) -> dict[str, float]:
         """item id -> weight of a session's recent items (ids weigh 1); InvalidInputError otherwise."""

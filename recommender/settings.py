@@ -58,7 +58,7 @@ class Settings:
     blends: bool = True  # let the trainer blend co-occurrence and popularity with LightFM where validation says so
     exploration_rate: float = 0.0  # share of answer slots given to a random eligible item (0: off)
     impressions_max: int = 1_000_000  # about this many newest impressions (and attributions) are kept
-    impression_ttl: int = 7 * 24 * 3600  # seconds an answer can still be attributed an interaction
+    impression_ttl: int = 3600  # seconds an answer can still be attributed an interaction (memory: see README)
     variants: str = ""  # A/B variants, JSON: name -> {"share": s, "settings": {"ENV_NAME": value}}; "" = none
     max_session_items: int = 100  # longest "recent" list of POST /recommend
     # training

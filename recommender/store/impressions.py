@@ -8,7 +8,8 @@ pipeline per batch:
 
 - an entry in the ``impressions`` stream (capped at ``max_entries``, ``MAXLEN ~``): the record for offline
   evaluation (``reco-online-eval``);
-- a hash ``imp:{id}`` (TTL ``ttl``): what attribution looks up;
+- a hash ``imp:{id}`` (TTL ``ttl``): what attribution looks up (user, item ids, strategy, variant,
+  explored slots, time: ~0.5 KB for 10 items);
 - counters in hour buckets ``stats:{hour}:{shard}`` (the shard from the id spreads the writes over
   ``SHARDS`` keys): impressions in total, per position, strategy, variant, and explored slots.
 
@@ -36,7 +37,12 @@ COUNTER_FIELDS = ("total", "pos", "strategy", "variant", "explored")
 
 @dataclass
 class Impression:
-    """One answer as shown: ``items`` (item_id, score) best first; ``explored`` the random slots (0-based)."""
+    """One answer as shown: ``items`` (item_id, score) best first; ``explored`` the random slots (0-based).
+
+    ``context`` says what the answer was for: "user" (GET /recommend without ``items`` or ``filter``: the
+    whole catalogue was eligible), "restricted" (a candidate list or filters narrowed it) or "session"
+    (POST /recommend). Offline replay uses the "user" answers only (recommender.online_eval).
+    """
 
     recommendation_id: str
     user_id: str
@@ -47,6 +53,7 @@ class Impression:
     explored: list[int] = field(default_factory=list)
     explore_pool: int = 0
     time: float = field(default_factory=time.time)
+    context: str = "user"
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,7 @@ class ImpressionLog:
         Seconds an impression can still be attributed (its hash's TTL).
     """
 
-    def __init__(self, store, max_entries: int = 1_000_000, ttl: int = 7 * 24 * 3600):
+    def __init__(self, store, max_entries: int = 1_000_000, ttl: int = 3600):
         self.store = store
         self.address = store.address
         self.max_entries = max_entries
@@ -97,13 +104,18 @@ class ImpressionLog:
         keys = self.store.keys
         with self.store.client.pipeline(transaction=False) as pipe:
             for imp in impressions:
+                shown = json.dumps([i for i, _ in imp.items])
+                explored = json.dumps(imp.explored)
                 record = {"recommendation_id": imp.recommendation_id, "user_id": imp.user_id,
                           "items": json.dumps([[i, round(s, 6)] for i, s in imp.items]), "strategy": imp.strategy,
                           "model_version": imp.model_version, "variant": imp.variant,
-                          "explored": json.dumps(imp.explored), "explore_pool": imp.explore_pool, "time": imp.time}
+                          "explored": explored, "explore_pool": imp.explore_pool, "time": imp.time,
+                          "context": imp.context}
                 pipe.xadd(keys.impressions, record, maxlen=self.max_entries or None, approximate=True)
                 hkey = keys.impression(imp.recommendation_id)
-                pipe.hset(hkey, mapping=record)
+                # what attribution needs, no more (~0.5 KB for 10 items; see IMPRESSION_TTL in the README)
+                pipe.hset(hkey, mapping={"user_id": imp.user_id, "items": shown, "strategy": imp.strategy,
+                                         "variant": imp.variant, "explored": explored, "time": imp.time})
                 pipe.expire(hkey, self.ttl)
                 counters = keys.stats(_hour(imp.time), _shard(imp.recommendation_id))
                 pipe.hincrby(counters, "imp:total", 1)
@@ -137,7 +149,7 @@ class ImpressionLog:
                 outcome.append(Attribution("unknown_or_expired"))
                 continue
             shown_user, items, strategy, variant, explored, shown_at = fields
-            positions = [p for p, (i, _) in enumerate(json.loads(items), start=1) if i == item]
+            positions = [p for p, i in enumerate(json.loads(items), start=1) if i == item]
             if shown_user != user or not positions:
                 outcome.append(Attribution("not_shown"))
                 continue
@@ -201,7 +213,8 @@ class ImpressionLog:
                 return
             for entry_id, fields in entries:
                 yield {**fields, "items": json.loads(fields["items"]), "explored": json.loads(fields["explored"]),
-                       "explore_pool": int(fields["explore_pool"]), "time": float(fields["time"])}
+                       "explore_pool": int(fields["explore_pool"]), "time": float(fields["time"]),
+                       "context": fields.get("context", "user")}
             seen += len(entries)
             start = "(" + entries[-1][0]
 

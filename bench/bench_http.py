@@ -6,6 +6,10 @@ wrk at 1, 16 and 64 connections. The ratio of their throughputs is the figure of
 endpoints alternating) and the median is reported with the range, because single runs on a shared
 2-core machine vary by +-15%. Each run prints the user cache's hit rate (from /metrics); at 16
 connections the service also runs with USER_CACHE_SIZE=0 (Redis read on every request).
+``--tail N`` (issue 16's tail target) runs N alternating pairs of 16-connection runs, trivial endpoint
+then /recommend, after giving every demo user 5 interactions written after the model's training snapshot,
+so that every request folds them in (FOLD_IN on, the most expensive answer), and reports each pair's
+p99 ratio (target: /recommend's p99 <= 2x the trivial p99 of the same pair, in every pair).
 ``--bounds`` adds a bench-only variant at 16 connections (bench/bound_app.py) with the user record
 and the model's answer memoised: what Flask, parsing, metrics and JSON alone cost. Needs `wrk`
 (Debian: apt-get install wrk).
@@ -85,6 +89,8 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=3, help="runs per endpoint and connection count (median)")
     p.add_argument("--connections", default="1,16,64")
     p.add_argument("--bounds", action="store_true", help="also serve bench/bound_app.py (16 conns)")
+    p.add_argument("--tail", type=int, default=0, help="only the tail check: N pairs at 16 connections, fold-in "
+                                                       "on every request")
     p.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "2")))
     p.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", "2")))
     p.add_argument("--redis-url", default=None, help="use this Redis (keys under a random bench: prefix)")
@@ -104,6 +110,8 @@ def main() -> int:
         print("loading demo data and training a model ...", flush=True)
         ensure_demo_data(store)
         Trainer(store, settings).train_and_publish(force=True)
+        if args.tail:
+            fresh_interactions(store)
         lua, ping_lua = tmp / "users.lua", tmp / "ping.lua"
         lua.write_text(LUA % {"seed": 42, "users": 3000, "before": "/recommend/u", "after": "?n=10"})
         ping_lua.write_text(LUA % {"seed": 42, "users": 3000, "before": "/ping?u=", "after": ""})
@@ -114,6 +122,12 @@ def main() -> int:
                       "/ping"),
                      ("GET /recommend", start(), str(lua), "/")]
         services += [e[1] for e in endpoints]
+        if args.tail:
+            pairs = [(measure(endpoints[0][0], endpoints[0][1].base + endpoints[0][3], 16, args, endpoints[0][2]),
+                      measure(endpoints[1][0], endpoints[1][1].base + endpoints[1][3], 16, args, endpoints[1][2]))
+                     for _ in range(args.tail)]
+            write_tail(pairs, args, Path(args.out + "_tail"))
+            return 0
         connections = [int(x) for x in args.connections.split(",")]
         rows = [measure(name, service.base + path, c, args, script)
                 for c in connections
@@ -134,6 +148,39 @@ def main() -> int:
             redis_server.stop()
     write_report(rows, args, Path(args.out))
     return 0
+
+
+def fresh_interactions(store, users: int = 3000, per_user: int = 5) -> None:
+    """Give every demo user ``per_user`` interactions after the model's data snapshot (folded in on every
+    request of that user)."""
+    rng = __import__("random").Random(7)
+    now = time.time()
+    records = [{"user_id": f"u{u}", "item_id": f"i{rng.randint(1, 2000)}", "weight": 1.0, "timestamp": now}
+               for u in range(1, users + 1) for _ in range(per_user)]
+    for start in range(0, len(records), 5000):
+        store.add_interactions(records[start:start + 5000])
+
+
+def write_tail(pairs: list[tuple[dict, dict]], args, out: Path) -> None:
+    """The tail check's table: per pair, both p99s and their ratio; how many pairs meet the 2x target."""
+    lines = ["# Request-path tail (`bench/bench_http.py --tail`)", "",
+             f"{time.strftime('%Y-%m-%d %H:%M')}; {os.cpu_count()} cores; gunicorn {args.workers} workers x "
+             f"{args.threads} threads; wrk 16 connections, {args.duration} s per run after a 2 s warm-up; random "
+             f"demo users (3,000 users x 2,000 items, weak world), each with 5 interactions written after the "
+             f"model's training snapshot, so every /recommend folds them in (FOLD_IN=true). Load average at the end: "
+             f"{os.getloadavg()[0]:.2f}.", "",
+             "| pair | trivial req/s | trivial p99 ms | /recommend req/s | /recommend p99 ms | p99 ratio | <= 2x |",
+             "|---:|---:|---:|---:|---:|---:|:---:|"]
+    passed = 0
+    for n, (trivial, reco) in enumerate(pairs, start=1):
+        ratio = reco["p99"] / trivial["p99"]
+        passed += ratio <= 2.0
+        lines.append(f"| {n} | {trivial['rps']:.0f} | {trivial['p99']:.2f} | {reco['rps']:.0f} | {reco['p99']:.2f} | "
+                     f"{ratio:.2f} | {'yes' if ratio <= 2.0 else 'NO'} |")
+    lines += ["", f"{passed} of {len(pairs)} pairs within 2x."]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def alternate(endpoints: list, repeat: int) -> list:

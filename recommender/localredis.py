@@ -158,7 +158,8 @@ class LocalRedisCluster:
                 port = free_cluster_port()
                 node = LocalRedis(self.data_dir / f"node-{port}", port=port, extra_args=[
                     "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                    "--cluster-node-timeout", str(self.node_timeout)])
+                    "--cluster-node-timeout", str(self.node_timeout),
+                    "--repl-diskless-sync-delay", "0"])  # replicas in sync at once, not after 5 s
                 self.nodes.append(node.start(timeout))
             create = [redis_cli_binary(), "--cluster", "create",
                       *(f"127.0.0.1:{n.port}" for n in self.nodes),
@@ -173,7 +174,8 @@ class LocalRedisCluster:
         return self
 
     def wait_ok(self, timeout: float = 30.0) -> None:
-        """Wait until every running node sees the cluster ok, every slot served and every other node."""
+        """Wait until every running node sees the cluster ok and every slot served, and every replica is in
+        sync with its master (a replica that never synced is never promoted)."""
         import redis
 
         deadline = time.monotonic() + timeout
@@ -183,11 +185,15 @@ class LocalRedisCluster:
             for node in running:
                 try:
                     with redis.Redis(port=node.port, socket_timeout=1, decode_responses=True) as client:
-                        states.append(client.cluster("INFO"))
+                        state = client.cluster("INFO")
+                        replication = client.info("replication")
+                        if replication.get("role") == "slave":
+                            state["master_link_status"] = replication.get("master_link_status")
+                        states.append(state)
                 except redis.RedisError as exc:
                     states.append({"error": str(exc)})
             if all(s.get("cluster_state") == "ok" and int(s.get("cluster_slots_ok", 0)) == 16384
-                   for s in states):
+                   and s.get("master_link_status", "up") == "up" for s in states):
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the cluster did not reach state ok within {timeout:.0f} s: {states}")

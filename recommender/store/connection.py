@@ -296,12 +296,38 @@ def run_atomic(client: Any, commands: Sequence[tuple]) -> list[Any]:
         groups.setdefault(slot_of(command[1]), []).append(index)
     replies: list[Any] = [None] * len(commands)
     for indexes in groups.values():
-        with client.pipeline(transaction=True) as pipe:
-            for index in indexes:
-                pipe.execute_command(*commands[index])
-            for index, reply in zip(indexes, pipe.execute()):
-                replies[index] = reply
+        try:
+            with client.pipeline(transaction=True) as pipe:
+                for index in indexes:
+                    pipe.execute_command(*commands[index])
+                for index, reply in zip(indexes, pipe.execute()):
+                    replies[index] = reply
+        except (RedisConnectionError, RedisTimeoutError):
+            # redis-py's cluster transactions re-read the slot map only after several failures of the same
+            # pipeline object; without this a dead master's slots would keep failing after its failover
+            refresh_slot_map(client)
+            raise
     return replies
+
+
+_last_refresh: dict[int, float] = {}
+_refresh_lock = threading.Lock()
+
+
+def refresh_slot_map(client: Any, min_interval: float = 0.2) -> None:
+    """Re-read a cluster client's slot map (CLUSTER SLOTS) after a failure, at most every ``min_interval``
+    seconds per client (many threads failing at once read it once); best effort, never raises."""
+    if not is_cluster(client):
+        return
+    now = time.monotonic()
+    with _refresh_lock:
+        if now - _last_refresh.get(id(client), 0.0) < min_interval:
+            return
+        _last_refresh[id(client)] = now
+    try:
+        client.resolve().nodes_manager.initialize()
+    except Exception:  # noqa: BLE001 - the caller reports its own failure; the map is refreshed next time
+        pass
 
 
 class LuaScript:
@@ -389,8 +415,6 @@ class ThreadConnections:
             or Retry(ExponentialBackoff(cap=0.2, base=0.01), 2)
         self._local = threading.local()
         self._all: weakref.WeakSet = weakref.WeakSet()  # every thread's connections, for close()
-        self._refreshed = 0.0
-        self._refresh_lock = threading.Lock()
 
     def get(self, node: Any = None) -> redis.connection.AbstractConnection:
         """This thread's own connection (to ``node``, a ClusterNode, on a cluster; created on first use,
@@ -469,15 +493,7 @@ class ThreadConnections:
         conn = state.get("conn")
         if conn is not None:
             conn.disconnect()
-        now = time.monotonic()
-        with self._refresh_lock:
-            if now - self._refreshed < 0.2:
-                return
-            self._refreshed = now
-        try:
-            self.client.resolve().nodes_manager.initialize()
-        except Exception:  # noqa: BLE001 - the retry reports the failure; the map is refreshed next time
-            pass
+        refresh_slot_map(self.client)
 
     def close(self) -> None:
         """Disconnect every thread's connections (each reconnects on its next use)."""

@@ -17,7 +17,7 @@ import time
 import uuid
 
 from ..errors import LockedError
-from .connection import store_errors
+from .connection import run_atomic, store_errors
 
 JOB_TTL = 7 * 24 * 3600  # seconds a job's record is kept
 _DELETE_IF_OWNER = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
@@ -37,11 +37,10 @@ def submit_job(store, *, force: bool = False, ttl: int = 600) -> tuple[str, bool
             if job is not None and job["status"] in ("queued", "running"):
                 return existing, False
         store.client.set(keys.retrain_active, job_id, ex=ttl + 3600)
-    pipe = store.client.pipeline(transaction=True)
-    pipe.hset(keys.job(job_id), mapping={"status": "queued", "force": int(force), "created_at": time.time()})
-    pipe.expire(keys.job(job_id), JOB_TTL)
-    pipe.lpush(keys.retrain_queue, job_id)
-    pipe.execute()
+    # the job's record and the queue share a slot ({retrain}): one MULTI on a cluster too
+    run_atomic(store.client, [("HSET", keys.job(job_id), "status", "queued", "force", int(force),
+                               "created_at", time.time()),
+                              ("EXPIRE", keys.job(job_id), JOB_TTL), ("LPUSH", keys.retrain_queue, job_id)])
     return job_id, True
 
 

@@ -738,6 +738,30 @@ def test_the_same_idempotency_key_writes_once_and_replays_the_count(store):
     assert 86_000 < store.client.ttl(guard) <= 86_400
 
 
+def test_a_retry_with_the_key_writes_exactly_what_a_failed_attempt_left_out(store):
+    """A batch whose write failed part way (on a cluster, the script call of one slot never ran: a node was
+    down; on one Redis the single call is all or nothing) is completed by a retry with the same key: every
+    record ends up in the log exactly once, and the next retry writes nothing."""
+    records = [{"user_id": f"u{k}", "item_id": f"i{k}", "timestamp": k} for k in range(40)]
+    assert not store.add_interactions_once(records, idempotency_key="half").replayed
+    # undo what one script call wrote: its log entries, its users' log lists and its guard
+    lost = store.keys.log_partition("u0")
+    parts = [lost] if store.cluster else store.keys.interactions.keys
+    guards = [k for k in keys_of(store) if k.startswith(store.prefix + "once:{") and slot_of(k) == slot_of(lost)] \
+        if store.cluster else [store.keys.once_key("half")]
+    assert len(guards) == 1
+    for key in parts + guards + [store.keys.user_log(r["user_id"]) for r in records
+                                 if store.keys.log_partition(r["user_id"]) in parts]:
+        store.client.delete(key)
+    assert log_length(store) == 40 - sum(store.keys.log_partition(r["user_id"]) in parts for r in records)
+    again = store.add_interactions_once(records, idempotency_key="half")
+    assert (again.written, again.replayed) == (40, False)
+    assert sorted(e["user_id"] for e in log_entries(store)) == sorted(r["user_id"] for r in records)
+    assert store.describe_user("u0")["interactions"] == 1 and store.get_user("u0")[1] == {"i0"}
+    third = store.add_interactions_once(records, idempotency_key="half")
+    assert (third.written, third.replayed) == (40, True) and log_length(store) == 40
+
+
 @pytest.mark.parametrize("changed", [
     [BATCH[0]],  # fewer records
     [BATCH[0], dict(BATCH[1], item_id="i3")],  # another item

@@ -88,7 +88,7 @@ def test_data_faults_found_over_http_are_gone_after_a_retrain(env, world):
     for batch in (hated, ghost):
         r = requests.post(env.base + "/interactions", headers=AUTH, json=batch, timeout=30)
         assert r.status_code == 200 and r.json()["written"] == len(batch), r.text
-    env.store.client.xadd(stream, {"user_id": "u1", "item_id": "i2", "weight": "1e300"})  # past the door
+    env.store.client.xadd(env.store.keys.log_partition("u1"), {"user_id": "u1", "item_id": "i2", "weight": "1e300"})  # past the door
 
     job = retrain(env)
     assert job["metrics"]["skipped_records"] == {"malformed": 0, "weight_out_of_range": 1}

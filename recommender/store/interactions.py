@@ -189,19 +189,20 @@ class InteractionLog:
         keys = self.store.keys
         parts = keys.interactions
         groups: dict[int, _Group] = {}
-        users: dict[str, tuple] = {}  # user -> (its partition's stream and slot, its own tag and slot)
+        users: dict[str, tuple] = {}  # user -> its keys, tags and slots (built once per user and batch)
         for user, item, weight, ts in rows:
             where = users.get(user)
             if where is None:
-                p, user_tag = parts.part_of(user), tag(user)
-                where = users[user] = (parts.keys[p], parts.tags[p], 0 if single else slot_of(parts.keys[p]),
-                                       user_tag, 0 if single else slot_of("{" + user_tag + "}"))
-            stream, part_tag, slot_log, user_tag, slot_user = where
-            log_group = groups.get(slot_log) or groups.setdefault(slot_log, _Group(part_tag))
-            log_group.log.append((stream, keys.user_log(user), user, item, weight, ts))
-            user_group = groups.get(slot_user) or groups.setdefault(slot_user, _Group(user_tag))
-            user_group.user.append((keys.user_seen(user), keys.user_negative(user), keys.user_recent(user),
-                                    item, weight))
+                stream, log_list, seen, negative, recent = keys.interaction_keys(user)
+                user_tag = tag(user)
+                where = users[user] = (
+                    0 if single else slot_of(stream), parts.tags[parts.part_of(user)], (stream, log_list),
+                    0 if single else slot_of(seen), user_tag, (seen, negative, recent))
+            slot_log, part_tag, log_keys, slot_user, user_tag, user_keys = where
+            group = groups.get(slot_log) or groups.setdefault(slot_log, _Group(part_tag))
+            group.log.append((*log_keys, user, item, weight, ts))
+            group = groups.get(slot_user) or groups.setdefault(slot_user, _Group(user_tag))
+            group.user.append((*user_keys, item, weight))
         return list(groups.values())
 
     @staticmethod

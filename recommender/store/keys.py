@@ -160,37 +160,45 @@ class Keys:
         self.retrain_active = prefix + "{retrain}:active"
         self.retrain_queue = prefix + "{retrain}:queue"
 
-    def _user(self, user_id: str, suffix: str) -> str:
+    def user_key(self, user_id: str, suffix: str) -> str:
+        """The per-user key of ``user_id`` with ``suffix`` (one of USER_SUFFIXES)."""
         return f"{self.user_prefix}{{{tag(user_id)}}}{suffix}"
 
     def user_features(self, user_id: str) -> str:
         """Feature hash of a user."""
-        return self._user(user_id, FEATURES)
+        return self.user_key(user_id, FEATURES)
 
     def user_seen(self, user_id: str) -> str:
         """Seen-items set of a user."""
-        return self._user(user_id, SEEN)
+        return self.user_key(user_id, SEEN)
 
     def user_negative(self, user_id: str) -> str:
         """Set of the items a user gave a negative signal (weight <= 0)."""
-        return self._user(user_id, NEGATIVE)
+        return self.user_key(user_id, NEGATIVE)
 
     def user_recent(self, user_id: str) -> str:
         """Sorted set of a user's latest positive items, scored by the time of the interaction (fold-in)."""
-        return self._user(user_id, RECENT)
+        return self.user_key(user_id, RECENT)
 
     def user_batch(self, user_id: str) -> str:
         """A user's precomputed top-N (JSON), written by a batch run."""
-        return self._user(user_id, BATCH)
+        return self.user_key(user_id, BATCH)
 
     def user_keys(self, user_id: str) -> list[str]:
         """Every key under ``<prefix>user:`` of a user (one slot)."""
-        return [self._user(user_id, suffix) for suffix in USER_SUFFIXES]
+        return [self.user_key(user_id, suffix) for suffix in USER_SUFFIXES]
 
     def user_log(self, user_id: str) -> str:
         """List of the stream ids of a user's interactions, in the slot of the user's log partition (what
         erasing the user deletes from the log)."""
         return f"{self.interactions.key_of(user_id)}:log:{user_id}"
+
+    def interaction_keys(self, user_id: str) -> tuple[str, str, str, str, str]:
+        """What writing one of a user's interactions touches: (log partition, log list, seen, negative, recent),
+        built in one go (the write path builds them once per user and batch)."""
+        stream = self.interactions.key_of(user_id)
+        head = f"{self.user_prefix}{{{tag(user_id)}}}"
+        return stream, f"{stream}:log:{user_id}", head + SEEN, head + NEGATIVE, head + RECENT
 
     def log_partition(self, user_id: str) -> str:
         """The interaction-log partition (stream) that holds a user's interactions."""

@@ -128,10 +128,13 @@ class RedisFeatureStore:
         return cls(connect(url, **connect_kwargs), prefix, max_interactions, max_weight)
 
     def ping(self) -> bool:
-        """True if Redis answers PING; never raises (for health checks)."""
+        """True if Redis answers PING (a cluster: if a node reports the cluster state ok, every slot served);
+        never raises (for health checks)."""
         try:
+            if self.cluster:  # any node answers PING, even while the cluster is down or still being created
+                return self.client.execute_command("CLUSTER INFO").get("cluster_state") == "ok"
             return bool(self.client.ping())
-        except (RedisError, OSError):
+        except (RedisError, OSError, AttributeError):
             return False
 
     def close(self) -> None:

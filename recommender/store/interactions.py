@@ -188,16 +188,15 @@ class InteractionLog:
         """The rows by slot (all in one group on one Redis), in the order their slots first appear."""
         keys = self.store.keys
         parts = keys.interactions
+        part_slots = [slot_of(k) for k in parts.keys]
         groups: dict[int, _Group] = {}
         users: dict[str, tuple] = {}  # user -> its keys, tags and slots (built once per user and batch)
         for user, item, weight, ts in rows:
             where = users.get(user)
             if where is None:
-                stream, log_list, seen, negative, recent = keys.interaction_keys(user)
-                user_tag = tag(user)
-                where = users[user] = (
-                    0 if single else slot_of(stream), parts.tags[parts.part_of(user)], (stream, log_list),
-                    0 if single else slot_of(seen), user_tag, (seen, negative, recent))
+                slot, p, stream, log_list, seen, negative, recent = keys.interaction_keys(user)
+                where = users[user] = (0 if single else part_slots[p], parts.tags[p], (stream, log_list),
+                                       0 if single else slot, tag(user), (seen, negative, recent))
             slot_log, part_tag, log_keys, slot_user, user_tag, user_keys = where
             group = groups.get(slot_log) or groups.setdefault(slot_log, _Group(part_tag))
             group.log.append((*log_keys, user, item, weight, ts))

@@ -7,6 +7,14 @@
   expired-and-retaken lock is never deleted by its previous owner.
 - The model pointer (``model:current``) names the published version; serving processes poll it.
 
+On a Redis Cluster every one of these is an operation on one key (or, for a job's record and the queue,
+keys that share the ``{retrain}`` slot), executed by the one master that owns the slot: SET NX, the Lua
+compare-and-delete and RPOP are exactly as atomic as on a single Redis, so the guarantees above hold
+unchanged. What a cluster adds is failover: replication is asynchronous, so a lock or marker acknowledged
+by a master that dies before its replica received it is gone after the promotion, and a second trainer
+may then train at the same time (both publish immutable versions; the pointer names the last one) and a
+second trigger may queue a second job. Nothing is corrupted; at worst one retrain runs twice.
+
 Every function raises StoreUnavailableError when Redis fails (recommender.store.connection.store_errors).
 """
 

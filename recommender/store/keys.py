@@ -193,12 +193,16 @@ class Keys:
         erasing the user deletes from the log)."""
         return f"{self.interactions.key_of(user_id)}:log:{user_id}"
 
-    def interaction_keys(self, user_id: str) -> tuple[str, str, str, str, str]:
-        """What writing one of a user's interactions touches: (log partition, log list, seen, negative, recent),
-        built in one go (the write path builds them once per user and batch)."""
-        stream = self.interactions.key_of(user_id)
-        head = f"{self.user_prefix}{{{tag(user_id)}}}"
-        return stream, f"{stream}:log:{user_id}", head + SEEN, head + NEGATIVE, head + RECENT
+    def interaction_keys(self, user_id: str) -> tuple[int, int, str, str, str, str, str]:
+        """What writing one of a user's interactions touches, built in one go (the write path builds them once
+        per user and batch): (the user's slot, its log partition's index, that partition's stream, the
+        user's log list there, seen, negative, recent)."""
+        user_tag = tag(user_id)
+        slot = key_slot(("{" + user_tag + "}").encode("utf-8", "surrogateescape"))
+        p = slot * self.interactions.n // SLOTS
+        stream = self.interactions.keys[p]
+        head = f"{self.user_prefix}{{{user_tag}}}"
+        return slot, p, stream, f"{stream}:log:{user_id}", head + SEEN, head + NEGATIVE, head + RECENT
 
     def log_partition(self, user_id: str) -> str:
         """The interaction-log partition (stream) that holds a user's interactions."""

@@ -269,6 +269,64 @@ class Keys:
         return self.user_prefix if kind == "user" else self.item_prefix
 
 
+class LegacyKeys:
+    """The key names of version 0.6 (untagged, one stream), for moving such a store (recommender.store.migrate).
+
+    Per-user keys were ``<prefix>user:<id><suffix>`` (with a ``:log`` list), items ``<prefix>item:<id>:features``.
+    """
+
+    LOG = ":log"
+
+    def __init__(self, prefix: str = "reco:"):
+        self.prefix = prefix
+        self.interactions = prefix + "interactions"
+        self.users = prefix + "users"
+        self.items = prefix + "items"
+        self.items_changed = prefix + "items:changed"
+        self.retrain_queue = prefix + "retrain:queue"
+        self.retrain_active = prefix + "retrain:active"
+        self.retrain_lock = prefix + "retrain:lock"
+        self.user_head = prefix + "user:"
+        self.item_head = prefix + "item:"
+        self.job_head = prefix + "job:"
+        self.once_key_head = prefix + "once:key:"
+
+    def store_wide(self) -> list[str]:
+        """The keys whose presence tells a store of the old layout (one of them exists in any such store)."""
+        return [self.interactions, self.users, self.items, self.items_changed, self.retrain_queue,
+                self.retrain_active, self.retrain_lock]
+
+    def user_key(self, user_id: str, suffix: str) -> str:
+        """An old per-user key."""
+        return f"{self.user_head}{user_id}{suffix}"
+
+    def parse_user_key(self, key: str) -> tuple[str, str] | None:
+        """(user id, suffix) of an old per-user key (its ``:log`` list included); None for anything else (a
+        key of the tagged layout, say). A key ends with exactly one suffix, so the reading is unique."""
+        if not key.startswith(self.user_head):
+            return None
+        rest = key[len(self.user_head):]
+        for suffix in USER_SUFFIXES + (self.LOG,):
+            if rest.endswith(suffix):
+                user = rest[:-len(suffix)]
+                if user.startswith("{") and user.endswith("}"):
+                    return None  # tagged: reco:user:{id}:seen
+                return user, suffix
+        return None
+
+    def parse_item_key(self, key: str) -> str | None:
+        """The item id of an old item feature key; None for anything else."""
+        if not (key.startswith(self.item_head) and key.endswith(FEATURES)):
+            return None
+        item = key[len(self.item_head):-len(FEATURES)]
+        return None if item.startswith("{") and item.endswith("}") else item
+
+    def patterns(self) -> dict[str, str]:
+        """SCAN MATCH patterns of the old per-entity, job and guard keys."""
+        return {"user": glob_escape(self.user_head) + "*", "item": glob_escape(self.item_head) + "*",
+                "job": glob_escape(self.job_head) + "*", "once": glob_escape(self.once_key_head) + "*"}
+
+
 def glob_escape(text: str) -> str:
     """Escape Redis glob metacharacters so that ``text`` matches itself literally in SCAN MATCH."""
     return "".join("\\" + ch if ch in _GLOB_SPECIAL else ch for ch in text)

@@ -23,11 +23,10 @@ from __future__ import annotations
 import logging
 
 from .connection import store_errors
-from .keys import FEATURES, USER_SUFFIXES, glob_escape
+from .keys import LegacyKeys
 
 log = logging.getLogger(__name__)
 
-OLD_LOG = ":log"
 CHUNK = 1000
 # Copy one entry into its partition with its id, and its id into the user's log list (same slot); an id not
 # above the partition's last one was copied before (entries are copied in id order): skip it.
@@ -42,12 +41,10 @@ return 0
 
 
 def legacy_keys(store) -> list[str]:
-    """The store-wide keys of the old layout that exist (empty: nothing to migrate)."""
-    p = store.prefix
-    names = [p + "interactions", p + "users", p + "items", p + "items:changed", p + "retrain:queue",
-             p + "retrain:active", p + "retrain:lock"]
+    """The store-wide keys of the old layout that exist (empty: nothing to migrate; always on a cluster)."""
     if store.cluster:
         return []
+    names = LegacyKeys(store.prefix).store_wide()
     with store.client.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.exists(name)
@@ -70,49 +67,45 @@ def migrate_legacy(store, force_scan: bool = False) -> dict[str, int]:
     counts = {"entity_keys": 0, "log_entries": 0, "users": 0, "other_keys": 0}
     if store.cluster or not (legacy_keys(store) or force_scan):
         return counts
-    client, keys, p = store.client, store.keys, store.prefix
-    log.warning("the store under %r has the layout of version 0.6: migrating it to the tagged layout", p)
+    client, keys, old = store.client, store.keys, LegacyKeys(store.prefix)
+    patterns = old.patterns()
+    log.warning("the store under %r has the layout of version 0.6: migrating it to the tagged layout", store.prefix)
     # 1. per-entity keys
-    for key in list(client.scan_iter(match=glob_escape(p + "user:") + "*", count=CHUNK)):
-        rest = key[len(p + "user:"):]
-        if keys.users_of(key):
-            continue  # already tagged
-        if rest.endswith(OLD_LOG):
+    for key in list(client.scan_iter(match=patterns["user"], count=CHUNK)):
+        parsed = old.parse_user_key(key)
+        if parsed is None:
+            continue
+        user, suffix = parsed
+        if suffix == old.LOG:
             client.delete(key)  # rebuilt from the stream below
-            continue
-        suffix = next((s for s in USER_SUFFIXES if rest.endswith(s)), None)
-        if suffix is None:
-            continue
-        counts["entity_keys"] += _rename(client, key, keys.user_key(rest[:-len(suffix)], suffix))
-    for key in list(client.scan_iter(match=glob_escape(p + "item:") + "*" + glob_escape(FEATURES), count=CHUNK)):
-        rest = key[len(p + "item:"):-len(FEATURES)]
-        if rest.startswith("{") and rest.endswith("}"):
-            continue
-        counts["entity_keys"] += _rename(client, key, keys.item_features(rest))
+        else:
+            counts["entity_keys"] += _rename(client, key, keys.user_key(user, suffix))
+    for key in list(client.scan_iter(match=patterns["item"], count=CHUNK)):
+        item = old.parse_item_key(key)
+        if item is not None:
+            counts["entity_keys"] += _rename(client, key, keys.item_features(item))
     # 2. the users set, the catalogue, jobs and guards
-    old_users = p + "users"
-    if client.type(old_users) == "set":
-        for member in client.sscan_iter(old_users, count=CHUNK):
+    if client.type(old.users) == "set":
+        for member in client.sscan_iter(old.users, count=CHUNK):
             client.sadd(keys.users_part(member), member)
             counts["users"] += 1
-        client.delete(old_users)
-    for old, new in ((p + "items", keys.items), (p + "items:changed", keys.items_changed),
-                     (p + "retrain:queue", keys.retrain_queue), (p + "retrain:active", keys.retrain_active),
-                     (p + "retrain:lock", keys.retrain_lock)):
-        counts["other_keys"] += _rename(client, old, new)
-    for key in list(client.scan_iter(match=glob_escape(p + "job:") + "*", count=CHUNK)):
-        counts["other_keys"] += _rename(client, key, keys.job(key[len(p + "job:"):]))
-    for key in list(client.scan_iter(match=glob_escape(p + "once:key:") + "*", count=CHUNK)):
-        rest = key[len(p + "once:key:"):]
-        if not (rest.startswith("{") and rest.endswith("}")):
-            counts["other_keys"] += _rename(client, key, keys.once_key(rest))
+        client.delete(old.users)
+    for before, after in ((old.items, keys.items), (old.items_changed, keys.items_changed),
+                          (old.retrain_queue, keys.retrain_queue), (old.retrain_active, keys.retrain_active),
+                          (old.retrain_lock, keys.retrain_lock)):
+        counts["other_keys"] += _rename(client, before, after)
+    for key in list(client.scan_iter(match=patterns["job"], count=CHUNK)):
+        counts["other_keys"] += _rename(client, key, keys.job(key[len(old.job_head):]))
+    for key in list(client.scan_iter(match=patterns["once"], count=CHUNK)):
+        guarded = key[len(old.once_key_head):]
+        if not (guarded.startswith("{") and guarded.endswith("}")):
+            counts["other_keys"] += _rename(client, key, keys.once_key(guarded))
     # 3. the stream, last: its entries in id order, into their users' partitions (with their ids)
-    old_stream = p + "interactions"
-    if client.type(old_stream) == "stream":
+    if client.type(old.interactions) == "stream":
         copy = client.register_script(_COPY_ENTRY_LUA)
         start = "-"
         while True:
-            entries = client.xrange(old_stream, start, "+", count=CHUNK)
+            entries = client.xrange(old.interactions, start, "+", count=CHUNK)
             if not entries:
                 break
             with client.pipeline(transaction=False) as pipe:
@@ -122,7 +115,7 @@ def migrate_legacy(store, force_scan: bool = False) -> dict[str, int]:
                     copy(keys=[keys.log_partition(user), keys.user_log(user)], args=[entry_id, *flat], client=pipe)
                 counts["log_entries"] += sum(pipe.execute())
             start = "(" + entries[-1][0]
-        client.delete(old_stream)
+        client.delete(old.interactions)
     log.warning("migration done: %s", counts)
     return counts
 

@@ -286,6 +286,8 @@ class UserCache:
             self._lost_locked("stopped")  # shuts the sockets down, which wakes the thread's poll
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._topology is not None:
+            self._topology[2].disconnect()
 
     def wait_live(self, timeout: float) -> bool:
         """Wait until tracking is established (tests, startup checks)."""

@@ -1,8 +1,8 @@
 """Retrain jobs, the single-flight training lock, and the model pointer, in Redis.
 
 - ``submit_job`` records a job and queues it, or returns the job already queued or running: SET NX on
-  ``retrain:active`` makes "is one active?" and "I am the active one" one atomic step.
-- The lock (``retrain:lock``) is SET NX with a TTL; the trainer refreshes it every epoch and deletes it
+  ``{retrain}:active`` makes "is one active?" and "I am the active one" one atomic step.
+- The lock (``{retrain}:lock``) is SET NX with a TTL; the trainer refreshes it every epoch and deletes it
   only while it still holds it (compare-and-delete in Lua), so a crashed trainer's lock expires and an
   expired-and-retaken lock is never deleted by its previous owner.
 - The model pointer (``model:current``) names the published version; serving processes poll it.

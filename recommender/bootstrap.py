@@ -10,6 +10,7 @@ from .errors import ArtifactError
 from .model.artifact_store import ArtifactStore, artifact_store_from_settings
 from .store.jobs import current_version
 from .online import pointer_of
+from .store.migrate import migrate_legacy
 from .settings import Settings
 from .synthetic import make_world
 from .training import Trainer, TrainResult
@@ -17,9 +18,17 @@ from .training import Trainer, TrainResult
 log = logging.getLogger(__name__)
 
 
+def ensure_layout(store) -> dict[str, int]:
+    """Move a store written by version 0.6 (untagged keys) to the tagged layout; a no-op otherwise (a few
+    EXISTS). Returns what moved (recommender.store.migrate)."""
+    return migrate_legacy(store)
+
+
 def ensure_demo_data(store, examples_path: Path | None = None, *, n_users: int = 3000, n_items: int = 2000,
                      seed: int = 42) -> dict | None:
-    """Load the synthetic demo world when the store is empty; return example ids (None if not loaded)."""
+    """Load the synthetic demo world when the store is empty (after moving a 0.6 store to the tagged layout);
+    return example ids (None if not loaded)."""
+    ensure_layout(store)
     if not store.is_empty():
         return None
     log.info("the store is empty: loading demo data (%d users, %d items)", n_users, n_items)

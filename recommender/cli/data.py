@@ -25,6 +25,7 @@ from pathlib import Path
 from ..datasets import read_movielens, read_standard, write_standard
 from ..errors import StoreUnavailableError
 from ..store import RedisFeatureStore
+from ..store.migrate import migrate_legacy
 from ..synthetic import make_world
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -102,6 +103,7 @@ def load_main(argv: list[str] | None = None) -> int:
     print(f"loading {args.directory} into {args.redis_url} (prefix {args.prefix!r})")
     total_rows, total_time = 0, 0.0
     try:
+        migrate_legacy(store)  # a store of version 0.6 is moved to the tagged layout first (a no-op otherwise)
         for name, load, frame in (("user features", store.bulk_load_user_features, user_features),
                                   ("item features", store.bulk_load_item_features, item_features),
                                   ("interactions", store.bulk_load_interactions, interactions)):
@@ -124,3 +126,24 @@ def load_main(argv: list[str] | None = None) -> int:
           f"catalogue items, {counts['interactions']:,d} interactions")
     return 0
 
+
+def migrate_main(argv: list[str] | None = None) -> int:
+    """reco-migrate: move a store written by version 0.6 (untagged keys) to the tagged layout, in place."""
+    parser = argparse.ArgumentParser(description="Move a store of the 0.6 key layout to the tagged layout "
+                                                 "(see recommender/store/migrate.py); repeatable.")
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", DEFAULT_URL),
+                        help="Redis URL (default: $REDIS_URL, else %(default)s)")
+    parser.add_argument("--prefix", default=os.environ.get("REDIS_PREFIX", "reco:"),
+                        help="key prefix (default: REDIS_PREFIX or %(default)s)")
+    parser.add_argument("--scan", action="store_true", help="scan for old per-entity keys even when no "
+                                                            "store-wide key of the old layout is left")
+    args = parser.parse_args(argv)
+    store = RedisFeatureStore.from_url(args.redis_url, args.prefix, socket_timeout=30.0, connect_timeout=2.0)
+    try:
+        counts = migrate_legacy(store, force_scan=args.scan)
+    except StoreUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print("moved: " + ", ".join(f"{k} {v:,d}" for k, v in counts.items()) if any(counts.values())
+          else "nothing to migrate: the store has the tagged layout")
+    return 0

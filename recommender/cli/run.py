@@ -17,7 +17,7 @@ import socket
 import sys
 from pathlib import Path
 
-from ..bootstrap import ensure_demo_data, ensure_model
+from ..bootstrap import ensure_demo_data, ensure_layout, ensure_model
 from ..launch import start_gunicorn
 from ..localredis import LocalRedis
 from ..settings import Settings
@@ -108,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         store = connect(settings, wait=30)
         examples = json.loads(EXAMPLES.read_text()) if EXAMPLES.exists() else {}
+        moved = ensure_layout(store)  # var/redis may hold the data of version 0.6 (untagged keys)
+        if any(moved.values()):
+            say("moved the store to the tagged key layout of this version: " +
+                ", ".join(f"{k} {v:,d}" for k, v in moved.items()))
         if store.is_empty():
             say("the store is empty: generating demo data (3000 users, 2000 items) and loading it into Redis")
             examples = ensure_demo_data(store, EXAMPLES)

@@ -1,7 +1,9 @@
 """Bulk loads: whole frames of features or interactions, validated first, then written in batches.
 
-Each batch of feature rows is one MULTI/EXEC (atomic per entity, and Redis busy for a few ms per batch);
-each batch of interactions is one guarded script call (see recommender.store.interactions), so a
+Each batch of feature rows is one pipeline (per node on a Redis Cluster: one round trip each) of one
+script call per entity that deletes and refills its hash (atomic per entity, whatever slot it is in), then
+the catalogue or users-set writes of the batch; each batch of interactions is written as
+add_interactions writes it (one guarded script call per slot, see recommender.store.interactions), so a
 client-side retry of a batch that Redis had already written appends nothing.
 """
 
@@ -13,7 +15,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .connection import LuaScript
 from .validation import check_batch, validated_feature_frame, validated_interaction_frame
+
+# Replace one hash: delete it and write the fields (ARGV: field, value, ...) in HSETs of 1,000 pairs (Lua's
+# unpack has a stack limit), atomically: a reader sees the old set or the new one.
+REPLACE_HASH = LuaScript("""
+redis.call('DEL', KEYS[1])
+for i = 1, #ARGV, 2000 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 1999, #ARGV)))
+end
+return 1
+""")
 
 
 def load_features(store, frame: pd.DataFrame, id_col: str, batch: int, progress: bool) -> int:
@@ -33,18 +46,23 @@ def load_features(store, frame: pd.DataFrame, id_col: str, batch: int, progress:
         for lo in range(0, len(starts), batch):
             chunk = range(lo, min(lo + batch, len(starts)))
             chunk_ids = [ids[starts[e]] for e in chunk]
-            with store.client.pipeline(transaction=True) as pipe:
-                for e, entity in zip(chunk, chunk_ids):
-                    s, t = starts[e], ends[e]
-                    key = key_of(entity)
-                    pipe.delete(key)
-                    pipe.hset(key, mapping=dict(zip(names_l[s:t], weights_l[s:t])))
+            calls = []
+            for e, entity in zip(chunk, chunk_ids):
+                s, t = starts[e], ends[e]
+                calls.append(([key_of(entity)], [v for pair in zip(names_l[s:t], weights_l[s:t]) for v in pair]))
+            for reply in REPLACE_HASH.many(store.client, calls):
+                if isinstance(reply, Exception):
+                    raise reply
+            with store.client.pipeline(transaction=False) as pipe:
                 if is_user:
-                    pipe.sadd(store.keys.users, *chunk_ids)
+                    parts: dict[str, list] = {}
+                    for entity in chunk_ids:
+                        parts.setdefault(store.keys.users_part(entity), []).append(entity)
+                    for part, members in parts.items():
+                        pipe.sadd(part, *members)
                 else:
                     pipe.sadd(store.keys.items, *chunk_ids)
-                    now = time.time()
-                    pipe.zadd(store.keys.items_changed, dict.fromkeys(chunk_ids, now))
+                    pipe.zadd(store.keys.items_changed, dict.fromkeys(chunk_ids, time.time()))
                 pipe.execute()
             bar.update(int(ends[chunk[-1]] - starts[chunk[0]]))
     finally:

@@ -1,32 +1,48 @@
 """RedisFeatureStore: user/item features, the item catalogue, seen items and the interaction log in Redis.
 
 The keys are built in recommender.store.keys (its docstring has the table). Every entity is written in one
-MULTI/EXEC (a batch of interactions in one Lua script call, see recommender.store.interactions), so a
-reader never sees a feature set that is half old and half new; every input is validated before anything
-is sent (recommender.store.validation). Request-path reads are one round trip. Any Redis failure
-surfaces as :class:`~recommender.errors.StoreUnavailableError` (recommender.store.connection).
+MULTI/EXEC on its own slot (a batch of interactions in one Lua script call per slot it touches, see
+recommender.store.interactions), so a reader never sees a feature set that is half old and half new; every
+input is validated before anything is sent (recommender.store.validation). Request-path reads are one round
+trip. The same code runs on one Redis and on a Redis Cluster (recommender.store.connection); where the two
+differ, the method says so. Any Redis failure surfaces as
+:class:`~recommender.errors.StoreUnavailableError` (recommender.store.connection).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import redis
 from redis.exceptions import RedisError
 
 from ..errors import StoreUnavailableError
 from ..features import MAX_WEIGHT, check_id
 from . import bulk
-from .connection import ThreadConnections, address_of, connect, pack, store_errors
+from .connection import (LuaScript, ThreadConnections, address_of, connect, connection_kwargs, disconnect,
+                         is_cluster, run_atomic, store_errors)
 from .interactions import InteractionLog, WriteResult
 from .keys import EMPTY_MARKER, Keys
 from .snapshot import Snapshot, read_snapshot
 from .validation import check_features, parse_features
+
+# The last step of erasing a user, on the slot of its log partition: delete from the stream every entry its
+# log list still names, then the list, then the user from its part of the users set; atomic, so no entry
+# appended to the list before this step survives it. KEYS: stream, log list, users part; ARGV: user id.
+_ERASE_LOG_TAIL_LUA = """
+local ids = redis.call('LRANGE', KEYS[2], 0, -1)
+local erased = 0
+for i = 1, #ids, 1000 do
+  erased = erased + redis.call('XDEL', KEYS[1], unpack(ids, i, math.min(i + 999, #ids)))
+end
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[1])
+return erased
+"""
+ERASE_LOG_TAIL = LuaScript(_ERASE_LOG_TAIL_LUA)
 
 
 class UserRecord(tuple):
@@ -66,26 +82,28 @@ class RedisFeatureStore:
 
     Parameters
     ----------
-    client : redis.Redis
-        A client created with ``decode_responses=True`` (see :meth:`from_url`). It is shared: jobs, the
-        model pointer and the user cache use ``store.client`` with the keys of ``store.keys``.
+    client : redis.Redis or recommender.store.connection.ClusterClient
+        A client created with ``decode_responses=True`` (see :meth:`from_url`): one server, or a Redis
+        Cluster. It is shared: jobs, the model pointer and the user cache use ``store.client`` with the
+        keys of ``store.keys``.
     prefix : str
         Prepended to every key, e.g. ``"reco:"``.
     max_interactions : int
-        Keep about this many of the newest interactions in the log (0: all). Writes trim the stream as
-        they append (approximately: at least this many stay, plus up to one stream node of ~100
-        entries), so Redis memory and training data stay bounded; training then sees a sliding window.
+        Keep about this many of the newest interactions in the log (0: all). The log is
+        ``keys.PARTITIONS`` streams (users spread over them by a hash of their id); writes trim each
+        partition to its newest ``ceil(max_interactions / PARTITIONS)`` entries as they append, so Redis
+        memory and training data stay bounded; training then sees a sliding window per partition.
         Seen sets are not trimmed: an item a user interacted with stays excluded.
     max_weight : float
         Bound of |weight| for interactions and features (MAX_WEIGHT); larger weights are refused.
     """
 
-    def __init__(self, client: redis.Redis, prefix: str = "reco:", max_interactions: int = 0,
+    def __init__(self, client: Any, prefix: str = "reco:", max_interactions: int = 0,
                  max_weight: float = MAX_WEIGHT):
         """Wrap a client; ValueError if the prefix is not a string or replies would be bytes."""
         if isinstance(max_interactions, bool) or not isinstance(max_interactions, int) or max_interactions < 0:
             raise ValueError(f"max_interactions must be a non-negative integer, got {max_interactions!r}")
-        if not client.connection_pool.connection_kwargs.get("decode_responses"):
+        if not connection_kwargs(client).get("decode_responses"):
             # every read below expects str; bytes would silently turn ids into "b'u1'"
             raise ValueError("the Redis client must be created with decode_responses=True")
         self.keys = Keys(prefix)
@@ -95,6 +113,7 @@ class RedisFeatureStore:
         self.max_interactions = max_interactions
         self.max_weight = float(max_weight)
         self.client = client
+        self.cluster = is_cluster(client)
         self.address = address_of(client)
         self.interaction_log = InteractionLog(self)
         self._threads = ThreadConnections(client)  # the request path's per-thread connections
@@ -113,15 +132,18 @@ class RedisFeatureStore:
         return cls(connect(url, **connect_kwargs), prefix, max_interactions, max_weight)
 
     def ping(self) -> bool:
-        """True if Redis answers PING; never raises (for health checks)."""
+        """True if Redis answers PING (a cluster: if a node reports the cluster state ok, every slot served);
+        never raises (for health checks)."""
         try:
+            if self.cluster:  # any node answers PING, even while the cluster is down or still being created
+                return self.client.execute_command("CLUSTER INFO").get("cluster_state") == "ok"
             return bool(self.client.ping())
-        except (RedisError, OSError):
+        except (RedisError, OSError, AttributeError):
             return False
 
     def close(self) -> None:
         """Disconnect every pooled and per-thread connection (the store can still be used; it reconnects)."""
-        self.client.connection_pool.disconnect()
+        disconnect(self.client)
         self._threads.close()
 
     # ------------------------------------------------------------------ writes
@@ -143,11 +165,10 @@ class RedisFeatureStore:
         """
         uid = check_id(user_id, "user_id")
         feats = check_features(features, self.max_weight)
-        with self._replace_features(self.keys.user_features(uid), feats) as pipe:
-            if feats:
-                pipe.sadd(self.keys.users, uid)
-            else:
-                pipe.srem(self.keys.users, uid)
+        # one MULTI on one Redis; on a cluster the hash's MULTI (its slot), then the users set's part (another
+        # slot): the count may miss a user whose second step failed, the features are whole either way
+        run_atomic(self.client, self._replace(self.keys.user_features(uid), feats) + [
+            ("SADD" if feats else "SREM", self.keys.users_part(uid), uid)])
 
     @store_errors
     def set_item_features(self, item_id: str, features: Mapping[str, float], *,
@@ -167,20 +188,17 @@ class RedisFeatureStore:
         """
         iid = check_id(item_id, "item_id")
         feats = check_features(features, self.max_weight)
-        with self._replace_features(self.keys.item_features(iid), feats) as pipe:
-            if add_to_catalogue:
-                pipe.sadd(self.keys.items, iid)
-            pipe.zadd(self.keys.items_changed, {iid: time.time()})
+        # one MULTI on one Redis; on a cluster the hash first (its slot), then catalogue and change mark (one
+        # slot, one MULTI): watchers re-read the item only after its new features are in place
+        catalogue = [("SADD", self.keys.items, iid)] if add_to_catalogue else []
+        run_atomic(self.client, self._replace(self.keys.item_features(iid), feats) + catalogue + [
+            ("ZADD", self.keys.items_changed, time.time(), iid)])
 
-    @contextmanager
-    def _replace_features(self, key: str, feats: dict[str, float]):
-        """A MULTI/EXEC that replaces the hash at ``key`` by ``feats`` (the empty marker for {}); the caller
-        adds its own commands."""
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(key)
-            pipe.hset(key, mapping=feats or {EMPTY_MARKER: ""})
-            yield pipe
-            pipe.execute()
+    @staticmethod
+    def _replace(key: str, feats: dict[str, float]) -> list[tuple]:
+        """Commands that replace the hash at ``key`` by ``feats`` (the empty marker for {})."""
+        pairs = [value for item in (feats or {EMPTY_MARKER: ""}).items() for value in item]
+        return [("DEL", key), ("HSET", key, *pairs)]
 
     def add_interactions(self, records: Iterable[Mapping], *, idempotency_key: str | None = None,
                          ttl: int = 86_400) -> int:
@@ -231,10 +249,8 @@ class RedisFeatureStore:
             Redis did not answer.
         """
         iid = check_id(item_id, "item_id")
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.srem(self.keys.items, iid)
-            pipe.zadd(self.keys.items_changed, {iid: time.time()})
-            removed, _ = pipe.execute()
+        removed, _ = run_atomic(self.client, [("SREM", self.keys.items, iid),
+                                              ("ZADD", self.keys.items_changed, time.time(), iid)])
         return bool(removed)
 
     @store_errors
@@ -244,8 +260,12 @@ class RedisFeatureStore:
         of the whole log). Returns what was erased: ``features`` (0/1), ``seen``, ``negative`` and
         ``interactions`` counts.
 
-        Interactions appended while the erasure runs are erased too, up to the final step; one racing
-        that step may survive it (erase again). The user cache of every process drops the user through
+        The log list is read and its entries deleted in chunks; the last step deletes what the list
+        still names, the list and the user's entry in the users set in one script on the slot of the
+        user's log partition, so every interaction logged before that step is erased. The user's own
+        keys (features, seen, negative, recent, batch) go in one MULTI on the user's slot (on one Redis,
+        the same MULTI as the rest of the last step). An interaction written while the erasure runs may
+        leave seen items behind (erase again). The user cache of every process drops the user through
         Redis's invalidations (the keys are deleted).
 
         Raises
@@ -257,21 +277,27 @@ class RedisFeatureStore:
         """
         uid = check_id(user_id, "user_id")
         keys = self.keys
-        log_key = keys.user_log(uid)
+        log_key, stream = keys.user_log(uid), keys.log_partition(uid)
         erased = 0
-        while True:
+        while True:  # the bulk of a long log in chunks (a script over all of it would block Redis)
             ids = self.client.lrange(log_key, 0, chunk - 1)
-            if not ids:
+            if len(ids) < chunk:
                 break
-            erased += int(self.client.xdel(keys.interactions, *ids))
+            erased += int(self.client.xdel(stream, *ids))
             self.client.ltrim(log_key, len(ids), -1)
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.exists(keys.user_features(uid))
-            pipe.scard(keys.user_seen(uid))
-            pipe.scard(keys.user_negative(uid))
-            pipe.delete(*keys.user_keys(uid))
-            pipe.srem(keys.users, uid)
-            features, seen, negative, _, _ = pipe.execute()
+        user_side = [("EXISTS", keys.user_features(uid)), ("SCARD", keys.user_seen(uid)),
+                     ("SCARD", keys.user_negative(uid)), ("DEL", *keys.user_keys(uid))]
+        if self.cluster:
+            erased += int(ERASE_LOG_TAIL(self.client, [stream, log_key, keys.users_part(uid)], [uid]))
+            features, seen, negative, _ = run_atomic(self.client, user_side)
+        else:
+            with self.client.pipeline(transaction=True) as pipe:  # everything left, in one MULTI
+                # EVAL, not EVALSHA: a NOSCRIPT inside a MULTI would fail this step alone after the others ran
+                pipe.eval(ERASE_LOG_TAIL.source, 3, stream, log_key, keys.users_part(uid), uid)
+                for command in user_side:
+                    pipe.execute_command(*command)
+                tail, features, seen, negative, _ = pipe.execute()
+            erased += int(tail)
         return {"features": int(features), "seen": int(seen), "negative": int(negative), "interactions": erased}
 
     @store_errors
@@ -326,8 +352,10 @@ class RedisFeatureStore:
 
         ``features`` is None when none were ever written (or they were erased), {} when they were set
         to nothing. This is the one read on every request, so it skips redis-py's pool and pipeline
-        (measured ~110 -> ~45 us of client CPU): HGETALL and two SMEMBERS go out as one pre-packed write
-        on a connection owned by the calling thread, with the pool's timeouts and retry policy.
+        (measured ~110 -> ~45 us of client CPU): HGETALL, two SMEMBERS and a ZRANGE (the user's keys share
+        a slot) go out as one pre-packed write on a connection owned by the calling thread, to the node
+        that holds the user's slot on a cluster (following MOVED/ASK), with the pool's timeouts and retry
+        policy.
 
         Raises
         ------
@@ -339,9 +367,9 @@ class RedisFeatureStore:
         uid = check_id(user_id, "user_id")
         keys = self.keys
         features_key = keys.user_features(uid)
-        raw, seen, negative, recent = self._threads.call(pack(
+        raw, seen, negative, recent = self._threads.call((
             ("HGETALL", features_key), ("SMEMBERS", keys.user_seen(uid)), ("SMEMBERS", keys.user_negative(uid)),
-            ("ZRANGE", keys.user_recent(uid), "0", "-1", "WITHSCORES")), 4)
+            ("ZRANGE", keys.user_recent(uid), "0", "-1", "WITHSCORES")), features_key)
         if isinstance(raw, list):  # RESP2 (protocol=2): a flat field, value list
             raw = dict(zip(raw[::2], raw[1::2]))
         return UserRecord(parse_features(raw, features_key) if raw else None, set(seen), set(negative),
@@ -433,20 +461,26 @@ class RedisFeatureStore:
     def counts(self) -> dict:
         """Users with features, catalogue size and interaction count, in one round trip.
 
-        Users are counted with SCARD of ``reco:users`` (kept by every feature write) rather than a SCAN,
-        so this is O(1) and safe to call from a health or metrics endpoint.
+        Users are counted with SCARD of the parts of ``reco:users`` (kept by every feature write) rather
+        than a SCAN, and interactions with XLEN of the log's partitions: 2 x PARTITIONS + 1 commands in one
+        pipeline (one round trip per node), independent of the data's size.
 
         Raises
         ------
         StoreUnavailableError
             Redis did not answer.
         """
+        keys = self.keys
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.scard(self.keys.users)
-            pipe.scard(self.keys.items)
-            pipe.xlen(self.keys.interactions)
-            users, items, interactions = pipe.execute()
-        return {"users_with_features": int(users), "items": int(items), "interactions": int(interactions)}
+            pipe.scard(keys.items)
+            for part in keys.users:
+                pipe.scard(part)
+            for part in keys.interactions:
+                pipe.xlen(part)
+            replies = pipe.execute()
+        n = len(keys.users)
+        return {"users_with_features": sum(map(int, replies[1:1 + n])), "items": int(replies[0]),
+                "interactions": sum(map(int, replies[1 + n:]))}
 
     @store_errors
     def is_empty(self) -> bool:
@@ -459,9 +493,10 @@ class RedisFeatureStore:
         """
         with self.client.pipeline(transaction=False) as pipe:
             pipe.scard(self.keys.items)
-            pipe.xlen(self.keys.interactions)
-            items, interactions = pipe.execute()
-        return int(items) == 0 and int(interactions) == 0
+            for part in self.keys.interactions:
+                pipe.xlen(part)
+            replies = pipe.execute()
+        return not any(int(r) for r in replies)
 
     # ------------------------------------------------------------------ bulk loads and the training snapshot
 
@@ -471,7 +506,8 @@ class RedisFeatureStore:
 
         Each user's whole feature set is replaced, as by :meth:`set_user_features`; rows repeating a
         (user, feature) pair are summed, as ``LFMRecommender.fit`` does. Each batch of ``batch`` users
-        is one MULTI/EXEC: atomic per user, and Redis is busy for a few ms per batch.
+        is one pipeline (per node on a cluster) of one script call per user (atomic per user: delete and
+        refill its hash) and the users set's parts.
 
         Raises
         ------
@@ -501,9 +537,10 @@ class RedisFeatureStore:
     def bulk_load_interactions(self, frame: pd.DataFrame, *, batch: int = 5000, progress: bool = False) -> int:
         """Append interactions (user_id, item_id[, weight, timestamp]) to the log and seen sets.
 
-        Weight defaults to 1.0 and timestamp to now. Each batch of ``batch`` rows is one atomic Lua
-        script call that writes exactly what :meth:`add_interactions` writes, guarded the same way: the
-        client's retry of a batch that Redis had already written appends nothing. Returns the number of rows.
+        Weight defaults to 1.0 and timestamp to now. Each batch of ``batch`` rows is written exactly as
+        :meth:`add_interactions` writes it (one guarded script call on one Redis, one per slot on a
+        cluster, pipelined per node), guarded the same way: the client's retry of a batch that Redis had
+        already written appends nothing. Returns the number of rows.
 
         Raises
         ------
@@ -516,14 +553,15 @@ class RedisFeatureStore:
 
     @store_errors
     def snapshot(self, after_id: str | None = None) -> Snapshot:
-        """The interaction log (after ``after_id``, exclusive) and every feature hash, as frames for training.
+        """The interaction log (after the cursor ``after_id``, exclusive) and every feature hash, as frames
+        for training.
 
         See :func:`recommender.store.snapshot.read_snapshot` (chunked reads; needs Redis >= 6.2).
 
         Raises
         ------
         ValueError
-            ``after_id`` is not a stream id like ``1700000000000-0``.
+            ``after_id`` is not a cursor returned as ``Snapshot.last_id``.
         StoreUnavailableError
             Redis did not answer.
         """

@@ -2,37 +2,44 @@
 
 Every answer of the service is an impression, identified by its ``recommendation_id``. The impression log
 keeps, per answer: the user, the items with their positions and scores, the strategy, model version and
-A/B variant, the slots filled at random (exploration) with the size of the pool they were drawn from, and
-the time. It is written in batches off the request path (recommender.online.ImpressionWriter), as one
-pipeline per batch:
+A/B variant, the slots filled at random (exploration) with the size of the pool they were drawn from, the
+context and the time. It is written in batches off the request path (recommender.online.ImpressionWriter),
+as one pipeline per batch:
 
-- an entry in the ``impressions`` stream (capped at ``max_entries``, ``MAXLEN ~``): the record for offline
-  evaluation (``reco-online-eval``);
-- a hash ``imp:{id}`` (TTL ``ttl``): what attribution looks up (user, item ids, strategy, variant,
-  explored slots, time: ~0.5 KB for 10 items);
-- counters in hour buckets ``stats:{hour}:{shard}`` (the shard from the id spreads the writes over
-  ``SHARDS`` keys): impressions in total, per position, strategy, variant, and explored slots.
+- an entry in one partition of the ``impressions`` stream (recommender.store.keys.Partitioned: a batch goes
+  to the partition of its first answer's id, so writers spread over a cluster's masters; each partition
+  capped at about ``max_entries`` / partitions, ``MAXLEN ~``): one JSON list ``r`` per answer (RECORD_FIELDS), the record
+  for offline evaluation (``reco-online-eval``);
+- a string ``imp:{id}`` (TTL ``ttl``): what attribution looks up (user, item ids, strategy, variant,
+  explored slots, time; JSON, ~0.3 KB for 10 items);
+- counters in hour buckets ``stats:{hour}:{shard}``, summed over the batch before they are sent:
+  impressions in total, per position, strategy, variant, and explored slots.
 
 Attribution (:meth:`ImpressionLog.attribute`) links an interaction that carries a ``recommendation_id`` to
-the position the item was shown at. A (recommendation, position) pair counts once (HSETNX in the
-impression's hash), in the hour bucket of the impression, so click-through rates compare clicks with the
-impressions they came from. Attributed clicks also go into the capped ``attributions`` stream.
+the position the item was shown at. A (recommendation, position) pair counts once (``SET NX`` of
+``imp:{id}:click:<position>``, in the answer's slot), in the hour bucket of the impression, so
+click-through rates compare clicks with the impressions they came from. Attributed clicks also go into the
+capped, partitioned ``attributions`` stream.
 """
-
 from __future__ import annotations
 
-import json
+import heapq
 import math
 import time
 import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
+
+import orjson
 
 from .connection import store_errors
 
 SHARDS = 8  # counter keys per hour: no single key takes every impression
 STATS_TTL = 90 * 24 * 3600  # seconds an hour's counters are kept
+#: the stream record's fields, in the order of its JSON list (``r``)
+RECORD_FIELDS = ("recommendation_id", "user_id", "items", "strategy", "model_version", "variant", "explored",
+                 "explore_pool", "time", "context")
 COUNTER_FIELDS = ("total", "pos", "strategy", "variant", "explored")
 
 
@@ -97,37 +104,37 @@ class ImpressionLog:
         self.max_entries = max_entries
         self.ttl = ttl
 
+    def _cap(self, partitioned) -> int | None:
+        """MAXLEN of each partition of a capped stream (None: uncapped)."""
+        return max(1, self.max_entries // len(partitioned)) if self.max_entries else None
+
     @store_errors
     def write(self, impressions: Sequence[Impression]) -> None:
         """Append impressions (one pipeline).
 
-        The counters of the batch are summed here first: one HINCRBY per counter field and hour, not
-        one per impression and field (~20 per answer of 10 items), so that a writer's flush holds the
-        interpreter for little more than the two records per answer. A batch's counts go to one shard
-        (that of its first answer); shards only spread the writes, readers sum them.
+        The counters of the batch are summed here first: one HINCRBY per counter field and hour, not one
+        per impression and field (~20 per answer of 10 items), and each answer is two commands (its stream
+        entry, its attribution record), so that a writer's flush holds the interpreter briefly. A batch's
+        counts go to one shard (that of its first answer); shards only spread the writes, readers sum them.
         """
         if not impressions:
             return
         keys = self.store.keys
+        first = impressions[0].recommendation_id
+        stream, shard, cap = keys.impressions.key_of(first), _shard(first), self._cap(keys.impressions)
         totals: dict[str, Counter] = defaultdict(Counter)
         with self.store.client.pipeline(transaction=False) as pipe:
-            shard = _shard(impressions[0].recommendation_id)
             for imp in impressions:
-                shown = json.dumps([i for i, _ in imp.items])
-                explored = json.dumps(imp.explored)
-                record = {"recommendation_id": imp.recommendation_id, "user_id": imp.user_id,
-                          "items": json.dumps([[i, round(s, 6)] for i, s in imp.items]), "strategy": imp.strategy,
-                          "model_version": imp.model_version, "variant": imp.variant,
-                          "explored": explored, "explore_pool": imp.explore_pool, "time": imp.time,
-                          "context": imp.context}
-                pipe.xadd(keys.impressions, record, maxlen=self.max_entries or None, approximate=True)
-                hkey = keys.impression(imp.recommendation_id)
-                # what attribution needs, no more (~0.5 KB for 10 items; see IMPRESSION_TTL in the README)
-                pipe.hset(hkey, mapping={"user_id": imp.user_id, "items": shown, "strategy": imp.strategy,
-                                         "variant": imp.variant, "explored": explored, "time": imp.time})
-                pipe.expire(hkey, self.ttl)
+                ids = [i for i, _ in imp.items]
+                pipe.xadd(stream, {"r": orjson.dumps([
+                    imp.recommendation_id, imp.user_id, [[i, round(s, 6)] for i, s in imp.items], imp.strategy,
+                    imp.model_version, imp.variant, imp.explored, imp.explore_pool, imp.time, imp.context])},
+                    maxlen=cap, approximate=True)
+                # what attribution needs, no more (see IMPRESSION_TTL in the README)
+                pipe.set(keys.impression(imp.recommendation_id), orjson.dumps(
+                    [imp.user_id, ids, imp.strategy, imp.variant, imp.explored, imp.time]), ex=self.ttl)
                 counts = totals[keys.stats(_hour(imp.time), shard)]
-                n = len(imp.items)
+                n = len(ids)
                 counts["imp:total"] += 1
                 counts["imp:answers"] += 1
                 counts[f"imp:strategy:{imp.strategy}"] += n
@@ -152,29 +159,29 @@ class ImpressionLog:
         ids = list(dict.fromkeys(r for r, _, _ in records))
         with self.store.client.pipeline(transaction=False) as pipe:
             for rid in ids:
-                pipe.hmget(keys.impression(rid), "user_id", "items", "strategy", "variant", "explored", "time")
+                pipe.get(keys.impression(rid))
             found = dict(zip(ids, pipe.execute()))
         outcome: list[Attribution] = []
         claims = []  # (record index, rid, position, impression fields)
         for n, (rid, user, item) in enumerate(records):
-            fields = found.get(rid)
-            if not fields or fields[1] is None:
+            raw = found.get(rid)
+            if raw is None:
                 outcome.append(Attribution("unknown_or_expired"))
                 continue
-            shown_user, items, strategy, variant, explored, shown_at = fields
-            positions = [p for p, i in enumerate(json.loads(items), start=1) if i == item]
+            shown_user, items, strategy, variant, explored, shown_at = orjson.loads(raw)
+            positions = [p for p, i in enumerate(items, start=1) if i == item]
             if shown_user != user or not positions:
                 outcome.append(Attribution("not_shown"))
                 continue
             position = positions[0]
-            was_explored = (position - 1) in json.loads(explored or "[]")
+            was_explored = (position - 1) in explored
             outcome.append(Attribution("attributed", position, was_explored, strategy, variant))
             claims.append((n, rid, position, float(shown_at), strategy, variant, was_explored))
         if claims:
             at = time.time() if at is None else at
             with self.store.client.pipeline(transaction=False) as pipe:
                 for _, rid, position, _, _, _, _ in claims:
-                    pipe.hsetnx(keys.impression(rid), f"click:{position}", at)
+                    pipe.set(keys.impression_click(rid, position), at, nx=True, ex=self.ttl)
                 first = pipe.execute()
             with self.store.client.pipeline(transaction=False) as pipe:
                 for (n, rid, position, shown_at, strategy, variant, was_explored), new in zip(claims, first):
@@ -189,10 +196,10 @@ class ImpressionLog:
                     if was_explored:
                         pipe.hincrby(counters, "click:explored", 1)
                     pipe.expire(counters, STATS_TTL)
-                    pipe.xadd(keys.attributions, {"recommendation_id": rid, "user_id": records[n][1],
-                                                  "item_id": records[n][2], "position": position,
-                                                  "explored": int(was_explored), "time": at},
-                              maxlen=self.max_entries or None, approximate=True)
+                    pipe.xadd(keys.attributions.key_of(rid),
+                              {"recommendation_id": rid, "user_id": records[n][1], "item_id": records[n][2],
+                               "position": position, "explored": int(was_explored), "time": at},
+                              maxlen=self._cap(keys.attributions), approximate=True)
                 pipe.execute()
         return outcome
 
@@ -214,36 +221,38 @@ class ImpressionLog:
                 total[name] = total.get(name, 0) + int(value)
         return total
 
-    def read(self, since: float = 0.0, until: float = math.inf, limit: int = 1_000_000) -> Iterable[dict]:
-        """Impression records of the stream shown in [since, until), oldest first (offline evaluation)."""
-        start = f"{int(since * 1000)}-0" if since > 0 else "-"
-        end = f"{int(until * 1000)}-0" if math.isfinite(until) else "+"
-        stream = self.store.keys.impressions
-        seen = 0
-        while seen < limit:
-            entries = self.store.client.xrange(stream, start, end, count=min(10_000, limit - seen))
+    def _entries(self, stream: str, start: str, end: str) -> Iterator[tuple[tuple[int, int], dict]]:
+        """One partition's entries in [start, end], oldest first, as ((ms, seq), fields), 10,000 per read."""
+        while True:
+            entries = self.store.client.xrange(stream, start, end, count=10_000)
             if not entries:
                 return
             for entry_id, fields in entries:
-                yield {**fields, "items": json.loads(fields["items"]), "explored": json.loads(fields["explored"]),
-                       "explore_pool": int(fields["explore_pool"]), "time": float(fields["time"]),
-                       "context": fields.get("context", "user")}
-            seen += len(entries)
+                ms, _, seq = entry_id.partition("-")
+                yield (int(ms), int(seq)), fields
             start = "(" + entries[-1][0]
 
+    def read(self, since: float = 0.0, until: float = math.inf, limit: int = 1_000_000) -> Iterable[dict]:
+        """Impression records written in [since, until), oldest first over every partition (offline
+        evaluation); at most ``limit``. The window applies to the time of writing (within a flush of the
+        time shown)."""
+        start = f"{int(since * 1000)}-0" if since > 0 else "-"
+        end = f"{int(until * 1000)}-0" if math.isfinite(until) else "+"
+        parts = [self._entries(stream, start, end) for stream in self.store.keys.impressions]
+        for n, (_, fields) in enumerate(heapq.merge(*parts, key=lambda e: e[0])):
+            if n >= limit:
+                return
+            yield dict(zip(RECORD_FIELDS, orjson.loads(fields["r"])))
+
+    @store_errors
     def clicks(self, since: float = 0.0) -> dict[tuple[str, int], float]:
         """(recommendation_id, position) -> time of every attributed click in the attributions stream."""
-        out = {}
         start = f"{int(since * 1000)}-0" if since > 0 else "-"
-        stream = self.store.keys.attributions
-        while True:
-            entries = self.store.client.xrange(stream, start, "+", count=10_000)
-            if not entries:
-                return out
-            for _, fields in entries:
+        out = {}
+        for stream in self.store.keys.attributions:
+            for _, fields in self._entries(stream, start, "+"):
                 out[(fields["recommendation_id"], int(fields["position"]))] = float(fields["time"])
-            start = "(" + entries[-1][0]
-
+        return out
 
 def ctr_table(counters: dict[str, int], kind: str) -> dict[str, dict]:
     """{value: {"impressions", "clicks", "ctr"}} for one kind of counter ("pos", "strategy", "variant")."""

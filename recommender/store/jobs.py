@@ -1,13 +1,21 @@
 """Retrain jobs, the single-flight training lock, and the model pointer, in Redis.
 
 - ``submit_job`` records a job and queues it, or returns the job already queued or running: SET NX on
-  ``retrain:active`` makes "is one active?" and "I am the active one" one atomic step.
-- The lock (``retrain:lock``) is SET NX with a TTL; the trainer refreshes it every epoch and deletes it
+  ``{retrain}:active`` makes "is one active?" and "I am the active one" one atomic step.
+- The lock (``{retrain}:lock``) is SET NX with a TTL; the trainer refreshes it every epoch and deletes it
   only while it still holds it (compare-and-delete in Lua), so a crashed trainer's lock expires and an
   expired-and-retaken lock is never deleted by its previous owner.
 - The model pointer (``model:current``) names the published version; serving processes poll it.
-- ``retrain:history`` lists the newest ``HISTORY_LENGTH`` job ids, newest first, written with the job in
+- ``{retrain}:history`` lists the newest ``HISTORY_LENGTH`` job ids, newest first, written with the job in
   the same transaction; ``recent_jobs`` reads it (ids whose record expired are left out).
+
+On a Redis Cluster every one of these is an operation on one key (or, for a job's record and the queue,
+keys that share the ``{retrain}`` slot), executed by the one master that owns the slot: SET NX, the Lua
+compare-and-delete and RPOP are exactly as atomic as on a single Redis, so the guarantees above hold
+unchanged. What a cluster adds is failover: replication is asynchronous, so a lock or marker acknowledged
+by a master that dies before its replica received it is gone after the promotion, and a second trainer
+may then train at the same time (both publish immutable versions; the pointer names the last one) and a
+second trigger may queue a second job. Nothing is corrupted; at worst one retrain runs twice.
 
 Every function raises StoreUnavailableError when Redis fails (recommender.store.connection.store_errors).
 """
@@ -19,7 +27,7 @@ import time
 import uuid
 
 from ..errors import LockedError
-from .connection import store_errors
+from .connection import run_atomic, store_errors
 
 JOB_TTL = 7 * 24 * 3600  # seconds a job's record is kept
 HISTORY_LENGTH = 100  # job ids kept in retrain:history (the most GET /retrain?limit= can answer)
@@ -40,13 +48,12 @@ def submit_job(store, *, force: bool = False, ttl: int = 600) -> tuple[str, bool
             if job is not None and job["status"] in ("queued", "running"):
                 return existing, False
         store.client.set(keys.retrain_active, job_id, ex=ttl + 3600)
-    pipe = store.client.pipeline(transaction=True)
-    pipe.hset(keys.job(job_id), mapping={"status": "queued", "force": int(force), "created_at": time.time()})
-    pipe.expire(keys.job(job_id), JOB_TTL)
-    pipe.lpush(keys.retrain_queue, job_id)
-    pipe.lpush(keys.retrain_history, job_id)
-    pipe.ltrim(keys.retrain_history, 0, HISTORY_LENGTH - 1)
-    pipe.execute()
+    # the job's record, the queue and the history share a slot ({retrain}): one MULTI on a cluster too
+    run_atomic(store.client, [("HSET", keys.job(job_id), "status", "queued", "force", int(force),
+                               "created_at", time.time()),
+                              ("EXPIRE", keys.job(job_id), JOB_TTL), ("LPUSH", keys.retrain_queue, job_id),
+                              ("LPUSH", keys.retrain_history, job_id),
+                              ("LTRIM", keys.retrain_history, 0, HISTORY_LENGTH - 1)])
     return job_id, True
 
 

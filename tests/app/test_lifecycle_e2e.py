@@ -10,12 +10,12 @@ from collections import Counter
 from urllib.parse import quote
 
 import pytest
-import redis
 import requests
 
 from recommender.model import LFMRecommender
 from recommender.store.jobs import current_version
-from tests.helpers import TOKEN, publish_first_model, seed_store, service_settings, small_world, start_gunicorn, wait_for
+from tests.helpers import (TOKEN, all_keys, delete_prefix, log_entries, log_length, publish_first_model, seed_store,
+                           service_settings, small_world, start_gunicorn, wait_for)
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -35,10 +35,7 @@ def env(redis_url, tmp_path_factory, world):
     service = start_gunicorn(settings, tmp, workers=2)
     yield type("Env", (), dict(base=service.base, store=store, settings=settings, version=version))
     service.stop()
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=prefix + "*", count=1000))
-    for start in range(0, len(keys), 500):
-        client.delete(*keys[start:start + 500])
+    delete_prefix(redis_url, prefix)
 
 
 def get(env, path, **kw):
@@ -75,13 +72,12 @@ def every_worker(env, path, predicate, tries: int = 12) -> bool:
 def test_data_faults_found_over_http_are_gone_after_a_retrain(env, world):
     """Fault 1: 2,000 interactions of weight -1 on the least popular item; fault 2: a weight of 1e300, and
     one poisoned entry written past the API; fault 3: 2,500 interactions on an item that was never PUT."""
-    stream = env.store.keys.interactions
-    before = env.store.client.xlen(stream)
+    before = log_length(env.store)
     poison = requests.post(env.base + "/interactions", headers=AUTH, timeout=10,
                            json=[{"user_id": "u1", "item_id": "i1", "weight": 1e300}])
     assert poison.status_code == 400 and poison.json()["error"]["code"] == "invalid_body", poison.text
     assert "MAX_WEIGHT" in poison.json()["error"]["message"]
-    assert env.store.client.xlen(stream) == before  # nothing written
+    assert log_length(env.store) == before  # nothing written
 
     counts = Counter(world.interactions["item_id"])
     least = min(sorted(counts), key=lambda i: counts[i])
@@ -92,7 +88,7 @@ def test_data_faults_found_over_http_are_gone_after_a_retrain(env, world):
     for batch in (hated, ghost):
         r = requests.post(env.base + "/interactions", headers=AUTH, json=batch, timeout=30)
         assert r.status_code == 200 and r.json()["written"] == len(batch), r.text
-    env.store.client.xadd(stream, {"user_id": "u1", "item_id": "i2", "weight": "1e300"})  # past the door
+    env.store.client.xadd(env.store.keys.log_partition("u1"), {"user_id": "u1", "item_id": "i2", "weight": "1e300"})  # past the door
 
     job = retrain(env)
     assert job["metrics"]["skipped_records"] == {"malformed": 0, "weight_out_of_range": 1}
@@ -174,10 +170,8 @@ def test_erasing_a_user_leaves_nothing_in_redis_and_the_next_retrain_forgets_it(
     assert r.status_code == 200, r.text
     erased = r.json()["erased"]
     assert erased["features"] == 1 and erased["interactions"] == n_logged and erased["seen"] == n_logged
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    prefix = env.store.prefix
-    assert not [k for k in client.scan_iter(match=f"{prefix}*", count=1000) if f":{user}:" in k]
-    assert not [f for _, f in client.xrange(env.store.keys.interactions) if f.get("user_id") == user]
+    assert not [k for k in all_keys(env.store) if f"{{{user}}}" in k or k.endswith(f":log:{user}")]
+    assert not [f for f in log_entries(env.store) if f.get("user_id") == user]
     retrain(env)
     info = get(env, f"/users/{user}", headers=AUTH).json()
     assert info == {"user_id": user, "features": None, "seen": 0, "negative": 0, "interactions": 0,

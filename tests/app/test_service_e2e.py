@@ -1,4 +1,4 @@
-"""End to end: a real gunicorn (2 workers), a real Redis, real HTTP."""
+"""End to end: a real gunicorn (2 workers), real HTTP, a real Redis: a single one and a Redis Cluster."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import requests
 from recommender.model import LFMRecommender
 from recommender.store.jobs import current_version
 
-from tests.helpers import (TOKEN, publish_first_model, seed_store, small_world, start_gunicorn,
-                              service_settings, wait_for)
+from tests.helpers import (TOKEN, both_redis_url, delete_prefix, log_length, publish_first_model, seed_store,
+                           small_world, start_gunicorn, service_settings, wait_for)
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+redis_url = both_redis_url()
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +28,6 @@ def world():
 def env(redis_url, tmp_path_factory, world):
     import uuid
 
-    import redis
-
     prefix = f"test:{uuid.uuid4().hex[:10]}:"
     tmp = tmp_path_factory.mktemp("svc")
     settings = service_settings(redis_url, prefix, tmp / "models", trainer_in_app=True)
@@ -38,10 +37,7 @@ def env(redis_url, tmp_path_factory, world):
     yield type("Env", (), dict(base=service.base, store=store, settings=settings, version=version,
                                service=service))
     service.stop()
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=prefix + "*", count=1000))
-    for start in range(0, len(keys), 500):
-        client.delete(*keys[start:start + 500])
+    delete_prefix(redis_url, prefix)
 
 
 def get(env, path, **kw):
@@ -264,24 +260,23 @@ def test_interactions_post_updates_seen(env, world):
 
 def test_interactions_with_an_idempotency_key_are_written_once(env, world):
     user = known_user(world)
-    stream = env.store.keys.interactions
     body = [{"user_id": user, "item_id": "i298"}, {"user_id": user, "item_id": "i297", "weight": 3}]
     headers = dict(AUTH, **{"Idempotency-Key": f"e2e-{user}-1"})
-    before = env.store.client.xlen(stream)
+    before = log_length(env.store)
     first = requests.post(env.base + "/interactions", headers=headers, json=body, timeout=5)
     assert first.status_code == 200 and first.json() == {"written": 2, "replayed": False}
     assert "Idempotent-Replayed" not in first.headers
     retry = requests.post(env.base + "/interactions", headers=headers, json=body, timeout=5)
     assert retry.status_code == 200 and retry.json() == {"written": 2, "replayed": True}
     assert retry.headers["Idempotent-Replayed"] == "true"
-    assert env.store.client.xlen(stream) == before + 2
+    assert log_length(env.store) == before + 2
     reused = requests.post(env.base + "/interactions", headers=headers, json=body[:1], timeout=5)
     assert reused.status_code == 422 and reused.json()["error"]["code"] == "idempotency_key_reused"
     for bad in ("has space", "x" * 256):
         r = requests.post(env.base + "/interactions", json=body, timeout=5,
                           headers=dict(AUTH, **{"Idempotency-Key": bad}))
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_header", r.text
-    assert env.store.client.xlen(stream) == before + 2
+    assert log_length(env.store) == before + 2
 
 
 def test_health_ready_model_metrics_openapi(env):

@@ -1,4 +1,5 @@
-"""RedisFeatureStore against a real Redis: round trips, atomicity, round trips per read, validation, snapshot."""
+"""RedisFeatureStore against a real Redis and a real Redis Cluster: layout, atomicity, round trips per read,
+validation, snapshot, exactly-once writes, retention."""
 
 from __future__ import annotations
 
@@ -19,7 +20,13 @@ from recommender.errors import StoreUnavailableError
 from recommender.localredis import LocalRedis, free_port
 from recommender.model import LFMRecommender
 from recommender.store import RedisFeatureStore, Snapshot
+from recommender.store.connection import connection_kwargs, primaries
+from recommender.store.keys import slot_of
 from recommender.synthetic import make_world
+
+from tests.helpers import all_keys, both_redis_url, delete_prefix, log_entries, log_length
+
+redis_url = both_redis_url()  # every test here that uses Redis runs on a single Redis and on a cluster
 
 
 @pytest.fixture
@@ -31,8 +38,13 @@ def store(redis_url, key_prefix):
 
 
 def keys_of(store: RedisFeatureStore) -> list[str]:
-    """Every key under the store's prefix."""
-    return sorted(store.client.scan_iter(match=store.keys.all_pattern(), count=1000))
+    """Every key under the store's prefix (every master of a cluster)."""
+    return all_keys(store)
+
+
+def nodes_of(store: RedisFeatureStore) -> int:
+    """Servers the store talks to: 1, or the masters of a cluster."""
+    return len(primaries(store.client))
 
 
 @pytest.fixture
@@ -69,16 +81,21 @@ def test_key_layout_follows_the_design_table(store):
     store.set_item_features("i1", {"genre:drama": 1.0})
     store.add_interactions([{"user_id": "u1", "item_id": "i1", "weight": 2.0, "timestamp": 100}])
     p = store.prefix
-    assert store.keys.user_features("u1") == f"{p}user:u1:features"
-    guards = [k for k in keys_of(store) if k.startswith(f"{p}once:call:")]  # add_interactions' retry guard
+    assert store.keys.user_features("u1") == f"{p}user:{{u1}}:features"
+    part = store.keys.log_partition("u1")
+    assert part.startswith(f"{p}interactions:{{") and part in store.keys.interactions.keys
+    guards = [k for k in keys_of(store) if k.startswith(f"{p}once:")]  # add_interactions' retry guard
     assert len(guards) == 1 and 0 < store.client.ttl(guards[0]) <= 60
     assert sorted(set(keys_of(store)) - set(guards)) == sorted([
-        f"{p}user:u1:features", f"{p}users", f"{p}item:i1:features", f"{p}items", f"{p}items:changed",
-        f"{p}user:u1:seen", f"{p}user:u1:log", f"{p}user:u1:recent", f"{p}interactions"])
+        f"{p}user:{{u1}}:features", store.keys.users_part("u1"), f"{p}item:{{i1}}:features",
+        f"{p}items:{{catalogue}}", f"{p}items:{{catalogue}}:changed", f"{p}user:{{u1}}:seen",
+        f"{part}:log:u1", f"{p}user:{{u1}}:recent", part])
     store.add_interactions([{"user_id": "u1", "item_id": "i2", "weight": -1.0}])
-    assert store.client.smembers(f"{p}user:u1:negative") == {"i2"}  # weight <= 0: a negative signal
-    assert store.client.hgetall(f"{p}user:u1:features") == {"age:25-34": "1.0"}
-    assert store.client.type(f"{p}interactions") == "stream"
+    assert store.client.smembers(f"{p}user:{{u1}}:negative") == {"i2"}  # weight <= 0: a negative signal
+    assert store.client.hgetall(f"{p}user:{{u1}}:features") == {"age:25-34": "1.0"}
+    assert store.client.type(part) == "stream"
+    if store.cluster:  # the guard of the log's part of the batch lives in that part's slot
+        assert slot_of(guards[0]) == slot_of(part)
 
 
 def test_round_trip_of_every_kind_of_record(store):
@@ -111,11 +128,14 @@ def test_round_trip_of_every_kind_of_record(store):
     snap = store.snapshot()
     inter = snap.interactions
     assert list(inter.columns) == ["user_id", "item_id", "weight", "timestamp"]
-    assert inter[["user_id", "item_id"]].values.tolist() == [["user:with:colons", "i:1"],
-                                                            ["user:with:colons", "i2"], ["42", "i2"]]
-    assert inter["weight"].tolist() == [3.0, 1.0, 1.0]
-    assert inter["timestamp"].iloc[:2].tolist() == [1_700_000_000.0, 1_700_000_001.5]
-    assert abs(inter["timestamp"].iloc[2] - time.time()) < 60  # defaulted to "now"
+    # the log is partitioned by user: a user's entries keep their order, users interleave by stream id
+    colons = inter[inter["user_id"] == "user:with:colons"]
+    assert colons["item_id"].tolist() == ["i:1", "i2"] and colons["weight"].tolist() == [3.0, 1.0]
+    assert colons["timestamp"].tolist() == [1_700_000_000.0, 1_700_000_001.5]
+    other = inter[inter["user_id"] == "42"]
+    assert other["item_id"].tolist() == ["i2"] and other["weight"].tolist() == [1.0]
+    assert abs(other["timestamp"].iloc[0] - time.time()) < 60  # defaulted to "now"
+    assert len(inter) == 3
     users = snap.user_features.set_index(["user_id", "feature"])["weight"].to_dict()
     assert users == {("user:with:colons", k): float(v) for k, v in weights.items()} | {("42", "x"): 1.0}
     items = snap.item_features.set_index(["item_id", "feature"])["weight"].to_dict()
@@ -202,14 +222,14 @@ def test_replacing_a_users_features_is_atomic_for_concurrent_readers(store):
 # ---------------------------------------------------------------------- round trips per request
 
 
-def test_get_item_features_of_100_items_is_one_round_trip(store, round_trips):
+def test_get_item_features_of_100_items_is_one_round_trip_per_node(store, round_trips):
     for k in range(80):
         store.set_item_features(f"i{k}", {f"tag:{k % 7}": 1.0, "genre:x": 0.5})
     wanted = [f"i{k}" for k in range(100)]  # i80..i99 have no features
-    assert store.ping()  # open the pooled connection (connect handshake is not part of a request)
+    store.get_item_features(wanted)  # open the pooled connections (connect handshakes are not part of a request)
     before = len(round_trips)
     got = store.get_item_features(wanted)
-    assert len(round_trips) - before == 1
+    assert len(round_trips) - before == nodes_of(store)  # items spread over every master of a cluster
     assert set(got) == {f"i{k}" for k in range(80)}
     assert got["i13"] == {"tag:6": 1.0, "genre:x": 0.5}
     # the counter does see separate commands: two plain reads are two round trips
@@ -222,7 +242,7 @@ def test_get_item_features_of_100_items_is_one_round_trip(store, round_trips):
 def test_get_user_is_one_round_trip(store, round_trips):
     store.set_user_features("u1", {f"f{k}": 1.0 for k in range(10)})
     store.add_interactions([{"user_id": "u1", "item_id": f"i{k}"} for k in range(50)])
-    store.get_user("nobody")  # opens this thread's connection (the connect handshake is not part of a request)
+    store.get_user("u1")  # opens this thread's connection (the connect handshake is not part of a request)
     before = len(round_trips)
     feats, seen, _ = store.get_user("u1")
     assert len(round_trips) - before == 1
@@ -249,7 +269,7 @@ def test_get_user_uses_one_connection_per_thread_and_close_resets_them(store):
         try:
             for _ in range(50):
                 assert store.get_user("u1") == ({"a": 1.0}, set(), set())
-            conns.append(store._threads.get())
+            conns.append(store._threads.for_key(store.keys.user_features("u1")))
         except Exception as exc:  # reported below: pytest does not see exceptions in threads
             errors.append(exc)
 
@@ -260,8 +280,8 @@ def test_get_user_uses_one_connection_per_thread_and_close_resets_them(store):
         t.join()
     assert not errors
     assert len({id(c) for c in conns}) == 4
-    mine = store._threads.get()
     store.get_user("u1")
+    mine = store._threads.for_key(store.keys.user_features("u1"))
     assert mine.is_connected
     store.close()
     assert not mine.is_connected
@@ -404,7 +424,7 @@ def test_bulk_and_single_interaction_writes_store_identical_entries(store):
     store.add_interactions([record, dict(record, timestamp=1.5)])
     store.bulk_load_interactions(pd.DataFrame([record]))
     store.bulk_load_interactions(pd.DataFrame([dict(record, timestamp=1.5)]))
-    entries = [fields for _, fields in store.client.xrange(store.keys.interactions)]
+    entries = log_entries(store)
     assert entries[0] == entries[2] == {"user_id": "u:1", "item_id": "7", "weight": "0.1",
                                         "timestamp": "1700000000"}
     assert entries[1] == entries[3] == {"user_id": "u:1", "item_id": "7", "weight": "0.1", "timestamp": "1.5"}
@@ -425,9 +445,14 @@ def test_snapshot_equals_what_was_loaded(store):
                                   sort_frame(world.user_features, ["user_id", "feature"]))
     pd.testing.assert_frame_equal(sort_frame(snap.item_features, ["item_id", "feature"]),
                                   sort_frame(world.item_features, ["item_id", "feature"]))
-    # the log keeps insertion order
-    assert snap.interactions["user_id"].tolist() == world.interactions["user_id"].tolist()
-    assert snap.last_id == store.client.xrevrange(store.keys.interactions, count=1)[0][0]
+    # each user's entries keep the order they were loaded in (a user's entries share one partition)
+    for user in world.interactions["user_id"].unique()[:50]:
+        assert snap.interactions.loc[snap.interactions["user_id"] == user, "item_id"].tolist() == \
+            world.interactions.loc[world.interactions["user_id"] == user, "item_id"].tolist()
+    # the cursor names the newest entry of every partition
+    newest = [(store.client.xrevrange(k, count=1) or [["0-0"]])[0][0] for k in store.keys.interactions.keys]
+    assert snap.last_id == ",".join(newest)
+    assert store.snapshot().interactions.equals(snap.interactions)  # the same log reads the same frame
     # directly usable for training
     model = LFMRecommender(no_components=8, random_state=0).fit(
         snap.interactions, snap.user_features, snap.item_features, epochs=1)
@@ -437,21 +462,28 @@ def test_snapshot_equals_what_was_loaded(store):
 def test_snapshot_after_id_returns_only_later_interactions(store, monkeypatch):
     monkeypatch.setattr(snapshot_module, "XRANGE_CHUNK", 3)  # exercise chunk boundaries
     assert store.snapshot().last_id is None
-    store.add_interactions([{"user_id": f"u{k}", "item_id": "i1", "timestamp": k} for k in range(6)])
+    store.add_interactions([{"user_id": "u", "item_id": f"i{k}", "timestamp": k} for k in range(6)])
+    store.add_interactions([{"user_id": f"w{k}", "item_id": "i1", "timestamp": 10 + k} for k in range(5)])
     first = store.snapshot()
-    assert first.interactions["user_id"].tolist() == [f"u{k}" for k in range(6)]  # 6 = two full chunks
+    assert first.interactions.loc[first.interactions["user_id"] == "u", "item_id"].tolist() == [
+        f"i{k}" for k in range(6)]  # 6 = two full chunks of one partition
+    assert sorted(first.interactions["timestamp"]) == [0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14]
     store.add_interactions([{"user_id": f"v{k}", "item_id": "i2", "timestamp": 100 + k} for k in range(4)])
+    store.add_interactions([{"user_id": "u", "item_id": "i9", "timestamp": 104}])
     later = store.snapshot(after_id=first.last_id)
-    assert later.interactions["user_id"].tolist() == ["v0", "v1", "v2", "v3"]
-    assert later.interactions["timestamp"].tolist() == [100.0, 101.0, 102.0, 103.0]
+    assert sorted(later.interactions["user_id"]) == ["u", "v0", "v1", "v2", "v3"]
+    assert sorted(later.interactions["timestamp"]) == [100.0, 101.0, 102.0, 103.0, 104.0]
     assert later.last_id != first.last_id
     nothing = store.snapshot(after_id=later.last_id)
     assert len(nothing.interactions) == 0 and nothing.last_id == later.last_id
     assert list(nothing.interactions.columns) == ["user_id", "item_id", "weight", "timestamp"]
+    for bad in ("1700000000000-0", ",".join(["0-0"] * 15), ",".join(["x"] * 16)):
+        with pytest.raises(ValueError, match="cursor"):
+            store.snapshot(after_id=bad)
 
 
 def test_snapshot_tolerates_log_entries_written_by_other_tools(store):
-    stream = store.keys.interactions
+    stream = store.keys.log_partition("u1")
     store.add_interactions([{"user_id": "u1", "item_id": "i1", "weight": 2.0, "timestamp": 5}])
     store.client.xadd(stream, {"user_id": "u2", "item_id": "i2"})  # no weight, no timestamp
     store.client.xadd(stream, {"user_id": "u3", "item_id": "i3", "weight": "lots"})  # unusable
@@ -461,7 +493,9 @@ def test_snapshot_tolerates_log_entries_written_by_other_tools(store):
     assert snap.interactions["weight"].tolist() == [2.0, 1.0]
     assert snap.interactions["timestamp"].iloc[0] == 5.0
     assert abs(snap.interactions["timestamp"].iloc[1] - time.time()) < 60  # from the stream id
-    assert snap.last_id == store.client.xrevrange(stream, count=1)[0][0]  # skipped entries still count as read
+    part = store.keys.interactions.keys.index(stream)
+    # skipped entries still count as read
+    assert snap.last_id.split(",")[part] == store.client.xrevrange(stream, count=1)[0][0]
 
 
 def test_corrupt_hash_values_are_skipped_not_fatal(store):
@@ -476,13 +510,18 @@ def test_corrupt_hash_values_are_skipped_not_fatal(store):
 def test_from_url_configures_pool_timeouts_and_retry(redis_url):
     s = RedisFeatureStore.from_url(redis_url, "p:", socket_timeout=0.3, connect_timeout=0.2, retries=4,
                                    max_connections=7)
-    kwargs = s.client.connection_pool.connection_kwargs
+    kwargs = connection_kwargs(s.client)
     assert kwargs["decode_responses"] is True
     assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (0.3, 0.2)
-    assert kwargs["retry"].get_retries() == 4
     assert kwargs["health_check_interval"] == 30
-    assert s.client.connection_pool.max_connections == 7
     assert s.ping()
+    if s.cluster:  # redis-py's cluster client: one pool per node, retries at the cluster level
+        assert s.client.retry.get_retries() == 4 and kwargs["max_connections"] == 7
+        node = primaries(s.client)[0].connection_pool
+        assert node.max_connections == 7 and node.connection_kwargs["socket_timeout"] == 0.3
+        return
+    assert kwargs["retry"].get_retries() == 4
+    assert s.client.connection_pool.max_connections == 7
     with pytest.raises(ValueError):
         RedisFeatureStore(redis.Redis.from_url(redis_url), "p:")  # bytes replies would corrupt ids
 
@@ -508,9 +547,10 @@ PUBLIC_CALLS = [
 ]
 
 
-def test_unreachable_redis_raises_store_unavailable_quickly(tmp_path):
+@pytest.mark.parametrize("scheme", ["redis://{}/0", "redis+cluster://{}"], ids=["single", "cluster"])
+def test_unreachable_redis_raises_store_unavailable_quickly(scheme):
     port = free_port()  # nothing listens there
-    s = RedisFeatureStore.from_url(f"redis://127.0.0.1:{port}/0", "t:", socket_timeout=0.2,
+    s = RedisFeatureStore.from_url(scheme.format(f"127.0.0.1:{port}"), "t:", socket_timeout=0.2,
                                    connect_timeout=0.2, retries=2)
     assert s.ping() is False
     for name, call in PUBLIC_CALLS:
@@ -640,19 +680,24 @@ class ReplyDroppingProxy:
 
 
 @pytest.fixture
-def dropping_store(redis_url, key_prefix):
-    """A store whose connections go through a ReplyDroppingProxy armed for the write script."""
-    target = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
+def dropping_store(single_redis_url):
+    """A store whose connections go through a ReplyDroppingProxy armed for the write script (a single Redis:
+    a cluster's nodes tell clients their own addresses, which a proxy cannot stand in for)."""
+    import uuid
+
+    key_prefix = f"test:{uuid.uuid4().hex[:12]}:"
+    target = redis.Redis.from_url(single_redis_url).connection_pool.connection_kwargs
     proxy = ReplyDroppingProxy(target.get("host", "localhost"), target.get("port", 6379), b"EVALSHA")
     db = target.get("db", 0)
     s = RedisFeatureStore.from_url(f"redis://127.0.0.1:{proxy.port}/{db}", key_prefix, socket_timeout=5)
     yield s, proxy
     s.close()
     proxy.close()
+    delete_prefix(single_redis_url, key_prefix)
 
 
 def stream_length(store: RedisFeatureStore) -> int:
-    return store.client.xlen(store.keys.interactions)
+    return log_length(store)
 
 
 BATCH = [{"user_id": "u1", "item_id": "i1", "weight": 2}, {"user_id": "u2", "item_id": "i2"}]
@@ -693,6 +738,30 @@ def test_the_same_idempotency_key_writes_once_and_replays_the_count(store):
     assert 86_000 < store.client.ttl(guard) <= 86_400
 
 
+def test_a_retry_with_the_key_writes_exactly_what_a_failed_attempt_left_out(store):
+    """A batch whose write failed part way (on a cluster, the script call of one slot never ran: a node was
+    down; on one Redis the single call is all or nothing) is completed by a retry with the same key: every
+    record ends up in the log exactly once, and the next retry writes nothing."""
+    records = [{"user_id": f"u{k}", "item_id": f"i{k}", "timestamp": k} for k in range(40)]
+    assert not store.add_interactions_once(records, idempotency_key="half").replayed
+    # undo what one script call wrote: its log entries, its users' log lists and its guard
+    lost = store.keys.log_partition("u0")
+    parts = [lost] if store.cluster else store.keys.interactions.keys
+    guards = [k for k in keys_of(store) if k.startswith(store.prefix + "once:{") and slot_of(k) == slot_of(lost)] \
+        if store.cluster else [store.keys.once_key("half")]
+    assert len(guards) == 1
+    for key in parts + guards + [store.keys.user_log(r["user_id"]) for r in records
+                                 if store.keys.log_partition(r["user_id"]) in parts]:
+        store.client.delete(key)
+    assert log_length(store) == 40 - sum(store.keys.log_partition(r["user_id"]) in parts for r in records)
+    again = store.add_interactions_once(records, idempotency_key="half")
+    assert (again.written, again.replayed) == (40, False)
+    assert sorted(e["user_id"] for e in log_entries(store)) == sorted(r["user_id"] for r in records)
+    assert store.describe_user("u0")["interactions"] == 1 and store.get_user("u0")[1] == {"i0"}
+    third = store.add_interactions_once(records, idempotency_key="half")
+    assert (third.written, third.replayed) == (40, True) and log_length(store) == 40
+
+
 @pytest.mark.parametrize("changed", [
     [BATCH[0]],  # fewer records
     [BATCH[0], dict(BATCH[1], item_id="i3")],  # another item
@@ -726,8 +795,10 @@ def test_a_call_without_a_key_guards_only_its_own_retries(store):
     store.add_interactions(BATCH)
     store.add_interactions(BATCH)  # two calls are two writes
     assert stream_length(store) == 4
-    guards = [k for k in keys_of(store) if k.startswith(store.keys.once_call(""))]
-    assert len(guards) == 2
+    guards = [k for k in keys_of(store) if k.startswith(store.prefix + "once:") and ":call:" in k]
+    # one guard per call; on a cluster one per slot the call appended to the log in
+    per_call = len({slot_of(store.keys.log_partition(r["user_id"])) for r in BATCH}) if store.cluster else 1
+    assert len(guards) == 2 * per_call
     assert all(0 < store.client.ttl(k) <= CALL_GUARD_TTL for k in guards)
 
 
@@ -735,21 +806,27 @@ def test_a_call_without_a_key_guards_only_its_own_retries(store):
 
 
 def test_a_length_limit_keeps_the_newest_interactions_and_every_seen_item(redis_url, key_prefix):
-    s = RedisFeatureStore.from_url(redis_url, key_prefix, max_interactions=250)
+    s = RedisFeatureStore.from_url(redis_url, key_prefix, max_interactions=250)  # 16 per partition
+    users = [f"u{k}" for k in range(40)]
     try:
         for batch in range(20):  # 1,000 interactions through the request path, 50 at a time
-            s.add_interactions([{"user_id": f"u{k % 7}", "item_id": f"i{batch * 50 + k}", "timestamp": batch * 50 + k}
-                                for k in range(50)])
-        length = stream_length(s)
-        assert 250 <= length <= 250 + 100  # approximate trimming: whole stream nodes (100 entries each)
+            s.add_interactions([{"user_id": users[(batch * 50 + k) % 40], "item_id": f"i{batch * 50 + k}",
+                                 "timestamp": batch * 50 + k} for k in range(50)])
+        assert stream_length(s) <= 16 * 16  # at most ceil(250 / 16) in each partition
         kept = s.snapshot().interactions
-        assert kept["timestamp"].tolist() == list(range(1000 - length, 1000))  # the newest, in order
-        assert set().union(*(s.get_user(f"u{u}")[1] for u in range(7))) == {f"i{k}" for k in range(1000)}
+        for part in s.keys.interactions.keys:  # each partition keeps exactly its newest 16 entries
+            mine = [u for u in users if s.keys.log_partition(u) == part]
+            written = sorted(t for t in range(1000) if users[t % 40] in mine)
+            held = sorted(kept.loc[kept["user_id"].isin(mine), "timestamp"].astype(int))
+            assert held == written[-16:], part
+        assert set().union(*(s.get_user(u)[1] for u in users)) == {f"i{k}" for k in range(1000)}
         frame = pd.DataFrame({"user_id": ["b"] * 600, "item_id": [f"b{k}" for k in range(600)],
                               "timestamp": range(1000, 1600)})
         s.bulk_load_interactions(frame, batch=200)  # bulk loads trim too
-        assert 250 <= stream_length(s) <= 350
-        assert s.snapshot().interactions["timestamp"].iloc[-1] == 1599
+        b_part = s.keys.log_partition("b")
+        assert s.client.xlen(b_part) == 16
+        assert s.snapshot().interactions.query("user_id == 'b'")["timestamp"].tolist() == list(range(1584, 1600))
+        assert s.client.llen(s.keys.user_log("b")) == 600  # the log list keeps 2 x 16 + 1000 at most
     finally:
         s.close()
 

@@ -1,7 +1,8 @@
 """UserCache: answers equal the store's, hits skip Redis, and every kind of change to a user reaches it.
 
-Real Redis throughout. Tests that flush, pause or kill connections run on a private redis-server
-(never on a shared REDIS_URL).
+Real Redis throughout: the shared tests on a single Redis and on a Redis Cluster (tracking on every
+master). Tests that flush, pause or kill connections run on a private redis-server (never on a shared
+REDIS_URL); the cluster's topology changes (resharding, failover) are in test_cluster.py.
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ from recommender.localredis import LocalRedis
 from recommender.store import RedisFeatureStore
 from recommender.store.usercache import UserCache
 
+from tests.helpers import both_redis_url, command_calls
 
-def _reads(client: redis.Redis) -> int:
-    """HGETALL calls the server has executed (one per get_user that reached Redis)."""
-    return int(client.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0))
+redis_url = both_redis_url()
+
+
+def _reads(store: RedisFeatureStore) -> int:
+    """HGETALL calls the servers have executed (one per get_user that reached Redis)."""
+    return command_calls(store, "hgetall")
 
 
 def _eventually(check, timeout: float = 5.0) -> bool:
@@ -53,16 +58,18 @@ def private_redis(tmp_path_factory):
 
 def test_hits_skip_redis_and_equal_the_store(setup):
     store, cache, writer = setup
+    if store.cluster:
+        assert len(cache._trackers) == 3  # noqa: SLF001 - one invalidation connection per master
     for u in range(20):
         writer.set_user_features(f"u{u}", {"age:30": 1.0, f"f{u}": 0.5})
         writer.add_interactions([{"user_id": f"u{u}", "item_id": f"i{k}"} for k in range(u % 5)])
     expected = {f"u{u}": store.get_user(f"u{u}") for u in range(20)}
     expected["nobody"] = (None, set(), set())
     first = {u: cache.get_user(u) for u in expected}
-    before = _reads(store.client)
+    before = _reads(store)
     second = {u: cache.get_user(u) for u in expected}
     assert first == second == expected
-    assert _reads(store.client) == before, "cached users were read from Redis again"
+    assert _reads(store) == before, "cached users were read from Redis again"
     assert cache.hits == len(expected) and cache.misses == len(expected)
 
 
@@ -102,11 +109,11 @@ def test_ids_with_colons_and_other_prefixes(setup):
         cache.get_user(uid)
     writer.set_user_features("a:seen", {"y": 1.0})
     assert _eventually(lambda: cache.get_user("a:seen") == ({"y": 1.0}, set(), set()))
-    writer.client.set(writer.keys.users, "not a user key")  # outside the tracked prefix
-    before = _reads(store.client)
+    writer.client.set(writer.keys.users.keys[0], "not a user key")  # outside the tracked prefix
+    before = _reads(store)
     assert cache.get_user("a") == ({"x": 1.0}, set(), set())
     assert cache.get_user("b:features") == ({"x": 1.0}, set(), set())
-    assert _reads(store.client) == before
+    assert _reads(store) == before
 
 
 def test_read_after_write_without_the_background_thread(redis_url, key_prefix):
@@ -189,12 +196,12 @@ def test_ttl_bounds_entries(redis_url, key_prefix):
     try:
         assert cache.wait_live(5)
         cache.get_user("u1")
-        before = _reads(store.client)
+        before = _reads(store)
         cache.get_user("u1")
-        assert _reads(store.client) == before
+        assert _reads(store) == before
         time.sleep(0.3)
         cache.get_user("u1")
-        assert _reads(store.client) == before + 1
+        assert _reads(store) == before + 1
     finally:
         cache.stop()
         store.close()
@@ -333,10 +340,8 @@ def test_foreign_messages_and_failing_callbacks_fail_no_request(redis_url, key_p
         writer.set_user_features("u1", {"a": 1.0})
         assert cache.get_user("u1") == ({"a": 1.0}, set(), set())
         assert cache.get_user("u1") == ({"a": 1.0}, set(), set()) and cache.hits == 1
-        with writer.client.pipeline(transaction=True) as pipe:  # a foreign message, then a real invalidation
-            pipe.publish("__redis__:invalidate", "not a key list")
-            pipe.hset(writer.keys.user_features("u1"), "a", "2")
-            pipe.execute()
+        writer.client.publish("__redis__:invalidate", "not a key list")  # a foreign message,
+        writer.client.hset(writer.keys.user_features("u1"), "a", "2")  # then a real invalidation
         assert _eventually(lambda: cache.get_user("u1") == ({"a": 2.0}, set(), set()), 2)
         assert not cache._inflight and not cache._dirty  # noqa: SLF001 - nothing leaked by the failing callback
     finally:

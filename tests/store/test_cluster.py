@@ -1,0 +1,142 @@
+"""A Redis Cluster changing under the store and the user cache: a slot migrating between masters (ASK, then
+MOVED), and a master failing over to its replica. A private cluster of 3 masters with a replica each."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from recommender.errors import StoreUnavailableError
+from recommender.localredis import LocalRedisCluster
+from recommender.store import RedisFeatureStore
+from recommender.store.keys import slot_of
+from recommender.store.usercache import UserCache
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """3 masters, a replica each; a master silent for 1 s is failed over."""
+    nodes = LocalRedisCluster(tmp_path_factory.mktemp("cluster-ha"), replicas=1, node_timeout=1000).start()
+    yield nodes
+    nodes.stop()
+
+
+def _eventually(check, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except StoreUnavailableError:
+            value = None
+        if value:
+            return value
+        time.sleep(interval)
+    return check()
+
+
+def _admin(port: int) -> redis.Redis:
+    return redis.Redis(port=port, decode_responses=True, socket_timeout=5)
+
+
+def _owner(cluster: LocalRedisCluster, slot: int):
+    """(node, its id) of the master that serves ``slot``, by the cluster's own slot map."""
+    with _admin(cluster.primaries()[0].port) as admin:
+        for start, end, master, *_ in admin.execute_command("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return next(n for n in cluster.nodes if n.port == int(master[1])), master[2]
+    raise AssertionError(f"no master serves slot {slot}")
+
+
+@pytest.fixture
+def parts(cluster):
+    """(store, writer, cache) on the private cluster under a fresh prefix."""
+    import uuid
+
+    prefix = f"t{uuid.uuid4().hex[:6]}:"
+    store = RedisFeatureStore.from_url(cluster.url, prefix=prefix, socket_timeout=0.5, connect_timeout=0.5)
+    writer = RedisFeatureStore.from_url(cluster.url, prefix=prefix, socket_timeout=2, connect_timeout=0.5)
+    cache = UserCache(store, maxsize=100, ttl=60, ping_interval=0.2, retry_interval=0.1).start()
+    assert cache.wait_live(10)
+    yield store, writer, cache
+    cache.stop()
+    store.close()
+    writer.close()
+
+
+def test_reads_and_the_cache_follow_a_slot_migrating_between_masters(cluster, parts):
+    store, writer, cache = parts
+    user = "moving-user"
+    writer.set_user_features(user, {"a": 1.0})
+    writer.add_interactions([{"user_id": user, "item_id": "i1"}, {"user_id": user, "item_id": "i2", "weight": -1}])
+    expected = store.get_user(user)
+    assert expected == ({"a": 1.0}, {"i1", "i2"}, {"i2"}) and set(expected.recent) == {"i1"}
+    assert cache.get_user(user) == expected and cache.get_user(user) == expected and cache.hits >= 1
+    keys = store.keys
+    slot = slot_of(keys.user_features(user))
+    source, source_id = _owner(cluster, slot)
+    target = next(n for n in cluster.primaries() if n.port != source.port)
+    with _admin(target.port) as t, _admin(source.port) as s:
+        target_id = t.execute_command("CLUSTER", "MYID")
+        t.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        # half the user's keys move: features and seen set answer ASK, the others are still on the source
+        s.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS",
+                          keys.user_features(user), keys.user_seen(user))
+        during = store.get_user(user)
+        assert during == expected and during.recent == expected.recent
+        assert cache.get_user(user) == expected  # invalidated by the move (DEL here, RESTORE there), re-read
+        s.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS",
+                          keys.user_negative(user), keys.user_recent(user))
+        for node in cluster.primaries():
+            with _admin(node.port) as a:
+                a.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+    # the store's map still names the source: MOVED, followed
+    after = store.get_user(user)
+    assert after == expected and after.recent == expected.recent
+    assert cache.get_user(user) == expected
+    # a write now lands on the new owner, which the cache also tracks: the next read sees it, never the old set
+    writer.set_user_features(user, {"b": 2.0})
+    assert cache.get_user(user)[0] == {"b": 2.0}
+    assert _eventually(lambda: any(slot in range(start, end + 1) and master.endswith(f":{target.port}")
+                                   for start, end, master in cache._slots or ()), 5)  # noqa: SLF001
+    writer.add_interactions([{"user_id": user, "item_id": "i3"}])
+    assert cache.get_user(user)[1] == {"i1", "i2", "i3"}
+
+
+def test_a_master_failing_over_is_followed_by_reads_writes_and_the_cache(cluster, parts):
+    store, writer, cache = parts
+    user = "failover-user"
+    writer.set_user_features(user, {"a": 1.0})
+    writer.add_interactions([{"user_id": user, "item_id": "i1"}])
+    assert cache.get_user(user) == ({"a": 1.0}, {"i1"}, set())
+    victim, _ = _owner(cluster, slot_of(store.keys.user_features(user)))
+    with _admin(victim.port) as a:
+        a.execute_command("WAIT", 1, 2000)  # the replica has every write (replication is asynchronous)
+    old_masters = {t.name for t in cache._trackers}  # noqa: SLF001
+    victim.process.kill()  # SIGKILL: no goodbye to the cluster
+    victim.process.wait()
+    # the cache stops serving at once: its connection to the dead master is gone
+    assert _eventually(lambda: not cache.live, 2)
+    started = time.monotonic()
+    unavailable = 0
+    while time.monotonic() - started < 20:
+        try:
+            record = store.get_user(user)
+            break
+        except StoreUnavailableError:  # until the replica is promoted; never a wrong answer
+            unavailable += 1
+            time.sleep(0.1)
+    else:
+        raise AssertionError("reads did not come back within 20 s of the failover")
+    assert record == ({"a": 1.0}, {"i1"}, set())
+    assert cache.get_user(user) == record  # bypassed or fresh, never stale
+    assert _eventually(lambda: cache.live, 10), "tracking did not resume on the new master"
+    new_masters = {t.name for t in cache._trackers}  # noqa: SLF001
+    assert len(new_masters) == 3 and f"127.0.0.1:{victim.port}" not in new_masters and new_masters != old_masters
+    assert _eventually(lambda: writer.set_user_features(user, {"b": 2.0}) is None, 10)
+    assert cache.get_user(user)[0] == {"b": 2.0}
+    assert cache.get_user(user)[0] == {"b": 2.0} and cache.hits >= 1  # cached again, and current
+    writer.add_interactions([{"user_id": user, "item_id": "i2"}], idempotency_key="after-failover")
+    assert cache.get_user(user)[1] == {"i1", "i2"}

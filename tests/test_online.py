@@ -18,6 +18,9 @@ from recommender.settings import VARIANT_SETTINGS
 from recommender.store import RedisFeatureStore
 from recommender.store.impressions import Impression, ImpressionLog, ctr_table, two_proportion_test
 from recommender.synthetic import make_world
+from tests.helpers import both_redis_url
+
+redis_url = both_redis_url()  # the impression log on a single Redis and on a cluster
 
 
 @pytest.fixture

@@ -17,7 +17,9 @@ from recommender.online_eval import (Estimate, Slot, compare, exclusions, logged
 from recommender.service import RecommendationService
 from recommender.serving import ModelHolder, build_snapshot, load_checked
 from recommender.store.impressions import Impression, ImpressionLog
-from tests.helpers import publish_first_model, seed_store, service_settings, small_world
+from tests.helpers import both_redis_url, publish_first_model, seed_store, service_settings, small_world
+
+redis_url = both_redis_url()  # the log read back and replayed on a single Redis and on a cluster
 
 
 def test_wilson_interval():

@@ -27,8 +27,9 @@ def env(redis_url, tmp_path_factory):
     result = Trainer(store, settings).train_and_publish(force=True)  # every variant: its own model
     assert set(result.metrics["variants"]) == {"a", "b"}
     service = start_gunicorn(settings, tmp, workers=2)
-    yield type("Env", (), dict(base=service.base, store=store, settings=settings, service=service, tmp=tmp))
-    service.stop()
+    env = type("Env", (), dict(base=service.base, store=store, settings=settings, service=service, tmp=tmp))
+    yield env
+    env.service.stop()  # the one running now: a test restarts it
     client = redis.Redis.from_url(redis_url)
     keys = list(client.scan_iter(match=prefix + "*", count=1000))
     for start in range(0, len(keys), 500):

@@ -55,7 +55,7 @@ def recommendation_age(recommendation_id: str, now: float | None = None) -> floa
 class ImpressionWriter:
     """Writes impressions in batches from a background thread (see the module docstring)."""
 
-    def __init__(self, log_: ImpressionLog, interval: float = 0.5, batch: int = 500, capacity: int = 50_000,
+    def __init__(self, log_: ImpressionLog, interval: float = 0.5, batch: int = 100, capacity: int = 50_000,
                  on_written: Callable[[int], None] | None = None):
         if interval <= 0 or batch < 1 or capacity < batch:
             raise ValueError("interval must be > 0, batch >= 1 and capacity >= batch")

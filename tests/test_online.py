@@ -56,6 +56,20 @@ def test_attribution_counts_the_position_once_and_says_why_not(store):
     assert set(log.clicks()) == {(one, 3), (two, 2)}
 
 
+def test_a_batch_is_one_stream_entry_and_older_one_answer_entries_still_read(store):
+    log = ImpressionLog(store, max_entries=1000, ttl=60)
+    batch = [impression(new_recommendation_id(), user=f"u{n}") for n in range(7)]
+    log.write(batch)
+    assert sum(store.client.xlen(k) for k in store.keys.impressions) == 1  # one XADD for the batch
+    old = new_recommendation_id(time.time() + 1)
+    stream = store.keys.impressions.key_of(old)
+    store.client.xadd(stream, {"r": f'["{old}","u0",[["a",1.0]],"popular","v0","A",[],0,{time.time() + 1},"user"]'})
+    records = list(log.read())
+    assert [r["user_id"] for r in records] == [f"u{n}" for n in range(7)] + ["u0"]
+    assert records[-1]["recommendation_id"] == old and records[-1]["items"] == [["a", 1.0]]
+    assert [r["user_id"] for r in log.read(limit=3)] == ["u0", "u1", "u2"]
+
+
 def test_the_writer_does_no_io_on_add_keeps_a_bounded_buffer_and_flushes_on_stop(store, redis_url, key_prefix):
     log = ImpressionLog(store, max_entries=100, ttl=60)
     writer = ImpressionWriter(log, interval=60, batch=1000, capacity=1000)  # no background thread yet
@@ -64,7 +78,7 @@ def test_the_writer_does_no_io_on_add_keeps_a_bounded_buffer_and_flushes_on_stop
     assert sum(store.client.xlen(k) for k in store.keys.impressions) == 0  # buffered, nothing sent
     writer.start()
     writer.stop()  # a clean shutdown writes what is left
-    assert sum(store.client.xlen(k) for k in store.keys.impressions) == 5 and writer.written == 5
+    assert len(list(log.read())) == 5 and writer.written == 5
     down = RedisFeatureStore.from_url(f"redis://127.0.0.1:{free_port()}/0", key_prefix, socket_timeout=0.2,
                                       connect_timeout=0.2, retries=0)
     stuck = ImpressionWriter(ImpressionLog(down), interval=60, batch=10, capacity=20)

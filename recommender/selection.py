@@ -74,7 +74,19 @@ def validation_split(interactions: pd.DataFrame, user_features: pd.DataFrame | N
 
         train, test = temporal_split(interactions, test_fraction)
         return Split(train, user_features, item_features, {"warm": Scenario("warm", train, test)})
-    cold = split.scenarios["cold_users"]
+    return add_fresh(split, reveal)
+
+
+def add_fresh(split: Split, reveal: int = 5) -> Split:
+    """Add the ``fresh`` scenario to ``split`` (in place) from its ``cold_users`` one, and return it.
+
+    The cold users with at least ``reveal + 2`` positive interactions (weight > 0) give their first
+    ``reveal`` by time as interactions the model did not train on (folded in at request time); the rest
+    is the truth. Without a cold-user scenario, or with no eligible user, the split is unchanged.
+    """
+    cold = split.scenarios.get("cold_users")
+    if cold is None:
+        return split
     history = cold.test
     if "weight" in history.columns:
         history = history[history["weight"].to_numpy(dtype=np.float64) > 0]

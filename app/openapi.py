@@ -70,7 +70,12 @@ def openapi_document() -> dict:
                     "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed"]},
                     "version": {"type": "string"}, "metrics": {"type": "object"}, "error": {"type": "string"},
                     "decision": {"type": "string", "enum": ["accepted", "forced", "rejected"]},
-                    "created_at": {"type": "number"}, "finished_at": {"type": "number"}}},
+                    "created_at": {"type": "number"}, "started_at": {"type": "number"},
+                    "finished_at": {"type": "number"}, "heartbeat_at": {"type": "number"},
+                    "force": {"type": "boolean"},
+                    "progress": {"type": "string", "description": "the running job's stage (e.g. 'selection: "
+                                 "row_norm=features epochs=10 ...', 'final model: epoch 3/30', 'publishing'); "
+                                 "'done' once it succeeded; a failed job keeps the stage it failed in"}}},
             },
         },
         "paths": {

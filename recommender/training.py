@@ -266,7 +266,7 @@ class Trainer:
         try:
             result = self.train_and_publish(force=job["force"], job_id=job_id)
             fields = {"status": "succeeded", "decision": result.decision, "metrics": result.metrics,
-                      "finished_at": time.time()}
+                      "finished_at": time.time(), "progress": "done"}  # not the last stage's "publishing"
             if result.version:
                 fields["version"] = result.version
             jobs.update_job(store, job_id, **fields)

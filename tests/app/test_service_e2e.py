@@ -327,7 +327,7 @@ def test_retrain_under_load_swaps_every_worker_with_zero_failures(env):
         assert again.status_code == 202 and again.json()["job_id"] == job_id  # no second training
         job = wait_for(lambda: (lambda j: j if j["status"] in ("succeeded", "failed") else None)(
             requests.get(env.base + f"/retrain/{job_id}", headers=AUTH, timeout=5).json()), timeout=60)
-        assert job["status"] == "succeeded", job
+        assert job["status"] == "succeeded" and job["progress"] == "done", job
         new_version = job["version"]
         assert new_version != env.version
 

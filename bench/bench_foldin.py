@@ -40,6 +40,7 @@ from recommender.store import RedisFeatureStore
 # users the model does not know; known users with nothing new are LightFM's scores (the reference)
 POLICY = ServingPolicy(fresh=Blend(cooc=1.0, popularity=1.0),
                        fold_in=FoldIn("ls", strength=1.0, prior=10.0, negatives=2.0))
+FOLD_ONLY = ServingPolicy(fresh=Blend(), fold_in=POLICY.fold_in)  # no co-occurrence or popularity blend
 WARM_BLEND = ServingPolicy(warm=Blend(cooc=1.0))  # what a warm co-occurrence blend costs on top
 FRESH = 5
 
@@ -98,7 +99,12 @@ def scoring_costs(model: LFMRecommender, repeats: int) -> dict[str, np.ndarray]:
            f"known, {FRESH} new": lambda: model.rank(known, 10, interactions=items),
            f"unknown, {FRESH} new": lambda: model.rank("visitor", 10, interactions=items),
            "known, warm blend": lambda: _warm(model, known)}
-    return measure(fns, dict.fromkeys(fns, repeats), rounds=10)
+    out = measure(fns, dict.fromkeys(fns, repeats), rounds=10)
+    model.set_policy(FOLD_ONLY)  # the same fold-in without the fresh users' blends
+    only = {f"unknown, {FRESH} new, fold-in alone": lambda: model.rank("visitor", 10, interactions=items)}
+    out.update(measure(only, dict.fromkeys(only, repeats), rounds=10))
+    model.set_policy(POLICY)
+    return out
 
 
 def _warm(model: LFMRecommender, user: str):

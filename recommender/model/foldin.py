@@ -236,9 +236,14 @@ def _top_per_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
 def standardise(scores: np.ndarray) -> np.ndarray:
     """(scores - mean) / std as a new array of the same float type; a constant array becomes 0. The scores
     must be finite (exclusions are applied after blending)."""
-    mean = scores.mean(dtype=np.float64)
-    std = scores.std(dtype=np.float64)
+    n = len(scores)
+    if n == 0:
+        return scores.copy()
+    mean = scores.sum(dtype=np.float64) / n
     out = scores - scores.dtype.type(mean)
+    # the variance as a dot product of the centred values: one BLAS pass instead of np.std's float64
+    # temporaries (at 100K candidates ~150 µs of a fresh user's ~900 µs answer)
+    std = math.sqrt(max(float(np.dot(out, out)), 0.0) / n)
     if std > 0:
         out *= scores.dtype.type(1.0 / std)
     return out

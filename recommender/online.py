@@ -20,10 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import threading
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
@@ -39,7 +39,7 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 def new_recommendation_id(now: float | None = None) -> str:
     """A new answer's id: 12 hex characters of milliseconds since the epoch, then 20 random ones."""
     millis = int((time.time() if now is None else now) * 1000)
-    return f"{millis:012x}{uuid.uuid4().hex[:20]}"
+    return f"{millis:012x}{os.urandom(10).hex()}"  # 80 random bits (uuid4().hex[:20] gave 74 and cost more)
 
 
 def exploration_seed(recommendation_id: str) -> int:

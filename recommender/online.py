@@ -6,7 +6,9 @@
   still be in a writer's buffer (:func:`recommendation_age`).
 - :class:`ImpressionWriter` takes impressions off the request path: ``add`` appends to a bounded
   in-process buffer (no I/O); a background thread writes whatever is buffered every ``interval`` seconds
-  (or at ``batch`` entries) in one pipeline (recommender.store.impressions). ``stop`` writes what is left
+  (or at ``batch`` entries), one pipeline and one stream entry per ``batch`` answers (default 100: a
+  flush holds the interpreter, and so the request threads, for ~2 ms; recommender.store.impressions).
+  ``stop`` writes what is left
   (a clean shutdown loses nothing). A crash loses at most what was buffered: ``interval`` seconds of
   answers, never more than ``capacity`` impressions; when Redis is down the buffer keeps the newest
   ``capacity`` and counts what it had to drop (``dropped``).

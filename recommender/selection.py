@@ -191,6 +191,19 @@ def select(split: Split, params: dict, *, row_norms: Iterable[str] = ROW_NORM_CA
                      time.monotonic() - started, exhausted)
 
 
+def select_with_settings(split: Split, settings, params: dict, *, progress: Callable[[str], None] | None = None,
+                         **overrides) -> Selection:
+    """:func:`select` with the service's settings (recommender.settings.Settings): ROW_NORM, EPOCHS,
+    TRAIN_BUDGET_SECONDS, EVAL_K, TRAIN_THREADS, BLENDS, FOLD_IN; ``overrides`` replace any of its keyword
+    arguments. The trainer and reco-evaluate's "as it ships" section both call this, so they cannot drift."""
+    kwargs = dict(row_norms=settings.row_norms, epochs=settings.fixed_epochs,
+                  budget_seconds=settings.train_budget_seconds, k=settings.eval_k,
+                  num_threads=settings.train_threads, blends=settings.blends, fold_in=settings.fold_in,
+                  progress=progress)
+    kwargs.update(overrides)
+    return select(split, params, **kwargs)
+
+
 def choose_policy(model: LFMRecommender, split: Split, *, k: int = 10, max_users: int = 500,
                   blends: bool = True, fold_in: bool = True,
                   progress: Callable[[str], None] | None = None) -> tuple[ServingPolicy, list[dict]]:

@@ -22,7 +22,7 @@ from .model import LFMRecommender
 from .model.artifact_store import ArtifactStore, artifact_store_from_settings
 from .model.artifacts import ANN_FILE
 from .online import pointer_of
-from .selection import select, validation_split
+from .selection import select_with_settings, validation_split
 from .settings import Settings
 from .store import jobs
 
@@ -133,9 +133,7 @@ class Trainer:
                                  seed=s.random_state or 0)
         params = s.model_params()
         if len(split.scenarios["warm"].test):
-            chosen = select(split, params, row_norms=s.row_norms, epochs=s.fixed_epochs,
-                            budget_seconds=s.train_budget_seconds, k=k, num_threads=s.train_threads,
-                            blends=s.blends, fold_in=s.fold_in, progress=selecting)
+            chosen = select_with_settings(split, s, params, progress=selecting)
             warm = chosen.populations.get("warm_users", {})
             metrics.update(precision_at_k=warm.get(f"precision@{k}"),
                            baseline_precision_at_k=warm.get(f"popularity_precision@{k}"),

@@ -147,10 +147,14 @@ def load(args) -> tuple[Split, str]:
 
 
 def fit(config: Config, split: Split, epochs: int, seed: int, desc: str) -> LFMRecommender:
-    model = config.model(seed)
+    return fit_with(config.model(seed), split, epochs, desc, features=config.features)
+
+
+def fit_with(model: LFMRecommender, split: Split, epochs: int, desc: str, features: bool = True) -> LFMRecommender:
+    """``model`` fitted on ``split.train`` (with its features unless ``features`` is False), with a progress bar."""
     with tqdm(total=epochs, desc=desc, unit="epoch", leave=False, dynamic_ncols=True) as bar:
-        model.fit(split.train, split.user_features if config.features else None,
-                  split.item_features if config.features else None, epochs=epochs,
+        model.fit(split.train, split.user_features if features else None,
+                  split.item_features if features else None, epochs=epochs,
                   callback=lambda done, total: bar.update(1))
     return model
 
@@ -196,21 +200,21 @@ def run_curves(split: Split, checkpoints: list[int], seeds: list[int], max_users
 def run_shipped(split: Split, seed: int, max_users: int) -> dict:
     """The service as it ships: the trainer's selection on ``split.train``, then its final model, on the test.
 
-    Mirrors ``Trainer._run`` with the settings of the environment (``Settings.from_env()``; by default
-    ``ROW_NORM=auto``, ``EPOCHS=auto``, blends and fold-in on, ``TRAIN_BUDGET_SECONDS``): :func:`recommender.selection.validation_split` of the training
-    part, :func:`recommender.selection.select` on it, a final model with the chosen configuration and
+    What ``Trainer._run`` does, with the settings of the environment (``Settings.from_env()``; by default
+    ``ROW_NORM=auto``, ``EPOCHS=auto``, blends and fold-in on, ``TRAIN_BUDGET_SECONDS``):
+    :func:`recommender.selection.validation_split` of the training part,
+    :func:`recommender.selection.select_with_settings` on it (the trainer's own call), a final model with the chosen configuration and
     serving policy trained on the whole training part, measured per population on the report's held-out
     users and items (plus ``fresh``: the held-out users with their first 5 interactions folded in).
     """
-    from ..selection import add_fresh, measure, select, validation_split
+    from ..selection import add_fresh, measure, select_with_settings, validation_split
 
     s = Settings.from_env()  # the settings a service started here would have (defaults unless set)
     params = {**s.model_params(), "random_state": seed}
     started = time.perf_counter()
     vsplit = validation_split(split.train, split.user_features, split.item_features, seed=s.random_state or 0)
-    chosen = select(vsplit, params, row_norms=s.row_norms, epochs=s.fixed_epochs,
-                    budget_seconds=s.train_budget_seconds, k=10, blends=s.blends, fold_in=s.fold_in,
-                    progress=tqdm.write)
+    # this report's tables are at k=10 and its training single-threaded, whatever EVAL_K / TRAIN_THREADS say
+    chosen = select_with_settings(vsplit, s, params, progress=tqdm.write, k=10, num_threads=1)
     selected = time.perf_counter()
     final = fit_with(LFMRecommender(row_norm=chosen.row_norm, **params), split, chosen.epochs, "shipped model")
     final.set_policy(chosen.policy)
@@ -221,13 +225,6 @@ def run_shipped(split: Split, seed: int, max_users: int) -> dict:
             "settings": {"ROW_NORM": s.row_norm, "EPOCHS": s.epochs, "BLENDS": s.blends, "FOLD_IN": s.fold_in,
                          "TRAIN_BUDGET_SECONDS": s.train_budget_seconds},
             "seconds": time.perf_counter() - started}
-
-
-def fit_with(model: LFMRecommender, split: Split, epochs: int, desc: str) -> LFMRecommender:
-    with tqdm(total=epochs, desc=desc, unit="epoch", leave=False, dynamic_ncols=True) as bar:
-        model.fit(split.train, split.user_features, split.item_features, epochs=epochs,
-                  callback=lambda done, total: bar.update(1))
-    return model
 
 
 # ---------------------------------------------------------------------------------------------- analysis

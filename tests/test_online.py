@@ -70,6 +70,29 @@ def test_a_batch_is_one_stream_entry_and_older_one_answer_entries_still_read(sto
     assert [r["user_id"] for r in log.read(limit=3)] == ["u0", "u1", "u2"]
 
 
+def test_attribution_records_are_a_few_expiring_hashes_and_pre_07_strings_still_attribute(store):
+    log = ImpressionLog(store, max_entries=1000, ttl=120)
+    now = time.time()
+    batch = [impression(new_recommendation_id(now), user=f"u{n}") for n in range(40)]
+    log.write(batch)
+    buckets = {store.keys.impression_bucket(i.recommendation_id) for i in batch}
+    assert 1 <= len(buckets) <= 16  # 8 shards x at most two 10 s windows, not one key per answer
+    assert sum(store.client.hlen(b) for b in buckets) == 40
+    for bucket in buckets:  # the window's end + IMPRESSION_TTL: between ttl and ttl + 10 s from now
+        assert 120 - 2 <= store.client.ttl(bucket) <= 120 + 10 + 1
+    assert not store.client.exists(store.keys.impression(batch[0].recommendation_id))
+    # an answer written by a writer before 0.7: one string, its click claimed with SET NX
+    old = new_recommendation_id(now)
+    store.client.set(store.keys.impression(old), f'["u7",["x","y"],"personalized","A",[],{now}]', ex=120)
+    found = log.attribute([(old, "u7", "y"), (old, "u7", "y"), (batch[3].recommendation_id, "u3", "b"),
+                           (batch[3].recommendation_id, "u3", "b")])
+    assert [(f.status, f.position) for f in found] == [("attributed", 2), ("duplicate", 2), ("attributed", 2),
+                                                       ("duplicate", 2)]
+    assert store.client.exists(store.keys.impression_click(old, 2))
+    assert store.client.hexists(store.keys.impression_bucket(batch[3].recommendation_id),
+                                f"{batch[3].recommendation_id}:click:2")
+
+
 def test_the_writer_does_no_io_on_add_keeps_a_bounded_buffer_and_flushes_on_stop(store, redis_url, key_prefix):
     log = ImpressionLog(store, max_entries=100, ttl=60)
     writer = ImpressionWriter(log, interval=60, batch=1000, capacity=1000)  # no background thread yet

@@ -12,14 +12,17 @@ as one pipeline per batch:
   list of the batch's answers, each a list of RECORD_FIELDS: the records for offline evaluation
   (``reco-online-eval``). One XADD per batch, not per answer: the writer's flush holds the interpreter
   (and the request threads wait) for about half as long;
-- a string ``imp:{id}`` (TTL ``ttl``): what attribution looks up (user, item ids, strategy, variant,
-  explored slots, time; JSON, ~0.3 KB for 10 items);
+- a field ``<id>`` of the hash ``imp:{<shard>}:<window>`` (keys.impression_bucket: answers by the 10 s
+  window of their id's time and one of 8 shards; the hash expires ``ttl`` seconds after its window ends):
+  what attribution looks up (user, item ids, strategy, variant, explored slots, time; JSON, ~0.3 KB for 10
+  items). One HSET per hash a batch touches, not a SET per answer;
 - counters in hour buckets ``stats:{hour}:{shard}``, summed over the batch before they are sent:
   impressions in total, per position, strategy, variant, and explored slots.
 
 Attribution (:meth:`ImpressionLog.attribute`) links an interaction that carries a ``recommendation_id`` to
-the position the item was shown at. A (recommendation, position) pair counts once (``SET NX`` of
-``imp:{id}:click:<position>``, in the answer's slot), in the hour bucket of the impression, so
+the position the item was shown at. A (recommendation, position) pair counts once (``HSETNX`` of the field
+``<id>:click:<position>`` in the answer's hash; ``SET NX`` of ``imp:{id}:click:<position>`` for an answer
+written before 0.7 as a string ``imp:{id}``, which attribution still reads), in the hour bucket of the impression, so
 click-through rates compare clicks with the impressions they came from. Attributed clicks also go into the
 capped, partitioned ``attributions`` stream.
 """
@@ -36,6 +39,7 @@ from typing import Iterable, Iterator, Sequence
 import orjson
 
 from .connection import store_errors
+from .keys import IMPRESSION_WINDOW, impression_window
 
 SHARDS = 8  # counter keys per hour: no single key takes every impression
 STATS_TTL = 90 * 24 * 3600  # seconds an hour's counters are kept
@@ -114,10 +118,11 @@ class ImpressionLog:
     def write(self, impressions: Sequence[Impression]) -> None:
         """Append impressions (one pipeline).
 
-        The counters of the batch are summed here first: one HINCRBY per counter field and hour, not one
-        per impression and field (~20 per answer of 10 items), and each answer is two commands (its stream
-        entry, its attribution record), so that a writer's flush holds the interpreter briefly. A batch's
-        counts go to one shard (that of its first answer); shards only spread the writes, readers sum them.
+        Per batch, not per answer: one stream entry; one HSET per attribution hash touched (answers by
+        10 s window and shard: keys.impression_bucket), with its EXPIREAT; the counters summed first, one
+        HINCRBY per counter field and hour. A writer's flush holds the interpreter, and so the request
+        threads, for as short as it can (a SET per answer cost ~2x the whole flush). A batch's counts go to
+        one shard (that of its first answer); shards only spread the writes, readers sum them.
         """
         if not impressions:
             return
@@ -126,29 +131,38 @@ class ImpressionLog:
         stream, shard = keys.impressions.key_of(first), _shard(first)
         # the cap counts entries, one per batch: about max_entries answers per partition set in all
         cap = max(1, self.max_entries // (len(keys.impressions) * len(impressions))) if self.max_entries else None
-        totals: dict[str, Counter] = defaultdict(Counter)
         records = []
+        buckets: dict[str, dict[str, bytes]] = defaultdict(dict)
+        expire_at: dict[str, int] = {}
+        answers: Counter = Counter()  # (hour, strategy, variant, items, explored slots) -> answers
+        for imp in impressions:
+            rid = imp.recommendation_id
+            ids = [i for i, _ in imp.items]
+            records.append([rid, imp.user_id, [[i, round(s, 6)] for i, s in imp.items], imp.strategy,
+                            imp.model_version, imp.variant, imp.explored, imp.explore_pool, imp.time, imp.context])
+            bucket = keys.impression_bucket(rid)
+            # what attribution needs, no more (see IMPRESSION_TTL in the README)
+            buckets[bucket][rid] = orjson.dumps([imp.user_id, ids, imp.strategy, imp.variant, imp.explored, imp.time])
+            if bucket not in expire_at:
+                expire_at[bucket] = (impression_window(rid) + 1) * IMPRESSION_WINDOW + self.ttl
+            answers[(_hour(imp.time), imp.strategy, imp.variant, len(ids), len(imp.explored))] += 1
+        totals: dict[str, Counter] = defaultdict(Counter)
+        for (hour, strategy, variant, n, explored), count in answers.items():
+            counts = totals[keys.stats(hour, shard)]
+            counts["imp:total"] += count
+            counts["imp:answers"] += count
+            counts[f"imp:strategy:{strategy}"] += n * count
+            counts[f"imp:variant:{variant}"] += n * count
+            for position in range(1, n + 1):
+                counts[f"imp:pos:{position}"] += count
+            if explored:
+                counts["imp:explored"] += explored * count
+            counts["imp:slots"] += n * count
         with self.store.client.pipeline(transaction=False) as pipe:
-            for imp in impressions:
-                ids = [i for i, _ in imp.items]
-                records.append([imp.recommendation_id, imp.user_id, [[i, round(s, 6)] for i, s in imp.items],
-                                imp.strategy, imp.model_version, imp.variant, imp.explored, imp.explore_pool,
-                                imp.time, imp.context])
-                # what attribution needs, no more (see IMPRESSION_TTL in the README)
-                pipe.set(keys.impression(imp.recommendation_id), orjson.dumps(
-                    [imp.user_id, ids, imp.strategy, imp.variant, imp.explored, imp.time]), ex=self.ttl)
-                counts = totals[keys.stats(_hour(imp.time), shard)]
-                n = len(ids)
-                counts["imp:total"] += 1
-                counts["imp:answers"] += 1
-                counts[f"imp:strategy:{imp.strategy}"] += n
-                counts[f"imp:variant:{imp.variant}"] += n
-                for position in range(1, n + 1):
-                    counts[f"imp:pos:{position}"] += 1
-                if imp.explored:
-                    counts["imp:explored"] += len(imp.explored)
-                counts["imp:slots"] += n
             pipe.xadd(stream, {"b": orjson.dumps(records)}, maxlen=cap, approximate=True)
+            for bucket, mapping in buckets.items():
+                pipe.hset(bucket, mapping=mapping)
+                pipe.expireat(bucket, expire_at[bucket])
             for key, counts in totals.items():
                 for name, value in counts.items():
                     pipe.hincrby(key, name, value)
@@ -164,8 +178,18 @@ class ImpressionLog:
         ids = list(dict.fromkeys(r for r, _, _ in records))
         with self.store.client.pipeline(transaction=False) as pipe:
             for rid in ids:
-                pipe.get(keys.impression(rid))
+                pipe.hget(keys.impression_bucket(rid), rid)
             found = dict(zip(ids, pipe.execute()))
+        legacy = set()  # answers written before 0.7, one string each, still attributable during an upgrade
+        missing = [rid for rid in ids if found[rid] is None]
+        if missing:
+            with self.store.client.pipeline(transaction=False) as pipe:
+                for rid in missing:
+                    pipe.get(keys.impression(rid))
+                for rid, raw in zip(missing, pipe.execute()):
+                    if raw is not None:
+                        found[rid] = raw
+                        legacy.add(rid)
         outcome: list[Attribution] = []
         claims = []  # (record index, rid, position, impression fields)
         for n, (rid, user, item) in enumerate(records):
@@ -186,7 +210,10 @@ class ImpressionLog:
             at = time.time() if at is None else at
             with self.store.client.pipeline(transaction=False) as pipe:
                 for _, rid, position, _, _, _, _ in claims:
-                    pipe.set(keys.impression_click(rid, position), at, nx=True, ex=self.ttl)
+                    if rid in legacy:
+                        pipe.set(keys.impression_click(rid, position), at, nx=True, ex=self.ttl)
+                    else:  # the claim lives in the answer's hash: same slot, same expiry
+                        pipe.hsetnx(keys.impression_bucket(rid), f"{rid}:click:{position}", at)
                 first = pipe.execute()
             with self.store.client.pipeline(transaction=False) as pipe:
                 for (n, rid, position, shown_at, strategy, variant, was_explored), new in zip(claims, first):

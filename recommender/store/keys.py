@@ -37,12 +37,17 @@ key (prefix ``reco:``)                     type    holds
 ``reco:model:variant:<name>``              string  the published version of an A/B variant
 ``reco:impressions:{<p>}``                 stream  partition p of what each answer showed (capped; the
                                                    partition of a writer's batch: recommender.store.impressions)
-``reco:imp:{<rid>}``                       string  one answer, for attribution (JSON; TTL IMPRESSION_TTL)
-``reco:imp:{<rid>}:click:<position>``      string  the claim of one attributed slot (SET NX; same TTL)
+``reco:imp:{<s>}:<window>``                hash    the answers of one 10 s window (of their ids' time), one of 8
+                                                   shards, for attribution: rid -> JSON, and the claim of each
+                                                   attributed slot, ``<rid>:click:<position>`` (HSETNX); expires
+                                                   IMPRESSION_TTL after the window ends
+``reco:imp:{<rid>}``                       string  one answer, for attribution: the layout before 0.7, still read
+``reco:imp:{<rid>}:click:<position>``      string  the claim of one slot of such an answer (SET NX; same TTL)
 ``reco:attributions:{<p>}``                stream  partition p of the attributed interactions (capped)
 ``reco:stats:<hour>:<shard>``              hash    impression and click counters of one hour (8 shards)
 ========================================== ======= ============================================================
 
+``<s>`` is one of 8 partition tags chosen by a CRC32 of the recommendation id.
 ``<id>`` inside braces is the id with ``%`` and ``}`` percent-encoded (:func:`tag`), so the tag is the whole
 id, never empty and never cut short (ids may contain ``:``, ``{`` and ``}``); ``<p>`` is a partition's tag
 (``0.1``, ``1.3``, ...: :class:`Partitioned`). Everything a request reads about one user lives under
@@ -53,6 +58,7 @@ hash tag (``{reco}:``) puts every key in one slot: valid, but then one shard hol
 from __future__ import annotations
 
 import re
+import zlib
 from functools import lru_cache
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
@@ -86,6 +92,18 @@ def tag(text: str) -> str:
 def untag(text: str) -> str:
     """The inverse of :func:`tag`."""
     return _UNTAG.sub(lambda m: "%" if m.group(1) == "25" else "}", text)
+
+
+IMPRESSION_SHARDS = 8  # attribution buckets per minute (keys.impression_bucket)
+
+
+IMPRESSION_WINDOW = 10  # seconds of answers per attribution hash
+
+
+def impression_window(recommendation_id: str) -> int:
+    """The IMPRESSION_WINDOW-second window (since the epoch) of an answer, from its recommendation id's first 12
+    hex characters (milliseconds)."""
+    return int(recommendation_id[:12], 16) // (IMPRESSION_WINDOW * 1000)
 
 
 def slot_of(key: str) -> int:
@@ -242,12 +260,20 @@ class Keys:
             return f"{self.prefix}once:{{{slot_tag}}}:key:{idempotency_key}"
         return f"{self.prefix}once:{{{slot_tag}}}:call:{token}"
 
+    def impression_bucket(self, recommendation_id: str) -> str:
+        """The hash that holds one answer for attribution: by the 10 s window of the time in its id (a
+        recommender.online recommendation id: 12 hex characters of milliseconds first) and one of
+        IMPRESSION_SHARDS shards (a CRC32 of the id), so one writer's batch is a few HSETs, not a command per
+        answer, the windows spread over a cluster, and no hash grows large (one expiring is freed at once)."""
+        shard = zlib.crc32(recommendation_id.encode()) % IMPRESSION_SHARDS
+        return f"{self.prefix}imp:{{{partition_tags(IMPRESSION_SHARDS)[shard]}}}:{impression_window(recommendation_id)}"
+
     def impression(self, recommendation_id: str) -> str:
-        """One answer as shown, for attribution (its id is hex: a tag as it is)."""
+        """One answer as shown, for attribution, as written before 0.7 (read during an upgrade)."""
         return f"{self.prefix}imp:{{{recommendation_id}}}"
 
     def impression_click(self, recommendation_id: str, position: int) -> str:
-        """The claim that one slot of an answer was attributed a click (same slot as the answer)."""
+        """The claim that one slot of an answer in the pre-0.7 layout was attributed a click (same slot)."""
         return f"{self.prefix}imp:{{{recommendation_id}}}:click:{position}"
 
     def stats(self, hour: int, shard: int) -> str:

@@ -95,9 +95,17 @@ class PreparedItems:
     _norms: np.ndarray | None = field(default=None, init=False, repr=False)
     _log_pop: np.ndarray | None = field(default=None, init=False, repr=False)
     _log_pop_z: np.ndarray | None = field(default=None, init=False, repr=False)
+    _ids: list | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.extra_index = {e: i for i, e in enumerate(self.extra_ids)}
+
+    def candidate_ids(self) -> list[str]:
+        """Every candidate's id by position (known items, then ``extra_ids``): a list, built once per snapshot,
+        because a ranking looks up ~25 ids (ties and answer) and a list index is the cheapest lookup."""
+        if self._ids is None:
+            self._ids = self.owner._item_id_list + self.extra_ids if self.extra_ids else self.owner._item_id_list
+        return self._ids
 
     @property
     def n_candidates(self) -> int:
@@ -667,8 +675,7 @@ class ScoringIndex:
                 drop = np.flatnonzero(np.isin(positions, drop))
             scores[drop] = -np.inf
         if positions is None:
-            id_of = self._item_id_list.__getitem__ if not prepared.extra_ids else (
-                lambda p: self.id_of(p, prepared))
+            id_of = prepared.candidate_ids().__getitem__
         else:
             listed = positions.tolist()
             id_of = lambda p: self.id_of(listed[p], prepared)  # noqa: E731

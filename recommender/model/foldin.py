@@ -36,6 +36,7 @@ from typing import Mapping
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg import LinAlgError, lapack
 
 FOLD_IN_METHODS = ("off", "mean", "ls")
 DENSE_BELOW = 20_000  # catalogues up to this size sum co-occurrence densely (no sort)
@@ -80,11 +81,19 @@ class FoldIn:
         w = weights / weights.sum()
         if self.method == "mean":
             return u0 + self.strength * (w @ reps)
-        k = reps.shape[1]
         weighted = reps * w[:, None]
-        a = reps.T @ weighted * len(w) + self.negatives * len(w) * gram + self.prior * np.eye(k)
+        a = reps.T @ weighted * len(w) + self.negatives * len(w) * gram
+        a.flat[::len(a) + 1] += self.prior  # + prior * I, without building I
         b = weighted.T @ (self.strength - biases) * len(w) + self.prior * u0
-        return np.linalg.solve(a, b)
+        if self.prior > 0:  # a is then positive definite: LAPACK's Cholesky solve, without numpy's wrapper
+            # checks (the request path: np.linalg.solve spent ~7 us of a fresh user's answer, dposv ~3)
+            _, x, info = lapack.dposv(a, b)
+            if info == 0:
+                return x
+        try:
+            return np.linalg.solve(a, b)
+        except LinAlgError:  # no prior and too few items to pin the vector down: least squares
+            return np.linalg.lstsq(a, b, rcond=None)[0]
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,16 @@ def test_fold_in_moves_the_user_vector_as_its_formula_says(small, fold_in):
     assert not np.allclose(with_features.to_numpy(), got.to_numpy())
 
 
+def test_least_squares_fold_in_without_a_prior_and_one_item_still_answers(small):
+    # prior 0 and no negatives: V'WV has rank 1, LAPACK's Cholesky fails; the least-squares fallback answers
+    world, model = small
+    policy = ServingPolicy(fresh=Blend(), fold_in=FoldIn("ls", strength=1.0, prior=0.0, negatives=0.0))
+    got = model.predict_online("fresh-two", interactions={"i3": 1.0}, policy=policy)
+    assert got.attrs["strategy"] == "interactions" and np.isfinite(got.to_numpy()).all()
+    # the minimum-norm solution u = v (strength - b) / |v|^2 puts i3's score v.u + b at strength exactly
+    assert got["i3"] == pytest.approx(1.0, abs=1e-3)
+
+
 def test_a_user_known_only_by_its_interactions_is_ranked_by_what_cooccurs(small):
     world, model = small
     items = list(model.iid_map.index)

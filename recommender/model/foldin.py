@@ -77,7 +77,8 @@ class FoldIn:
         bias] with weights (n,); ``gram`` is the known items' V'V / n_items."""
         if self.method == "off":
             return u0
-        reps, biases = rows[:, :-1].astype(np.float64), rows[:, -1].astype(np.float64)
+        rows = rows.astype(np.float64)
+        reps, biases = rows[:, :-1], rows[:, -1]
         w = weights / weights.sum()
         if self.method == "mean":
             return u0 + self.strength * (w @ reps)

@@ -533,7 +533,12 @@ class ScoringIndex:
             out[known] = self.popularity.scores[positions[known]]
             out[~known] = prepared.extra_baseline[positions[~known] - n]
             return out
-        query = user.query
+        return self._lightfm_scores(user.query, user.bias, prepared, positions)
+
+    def _lightfm_scores(self, query: np.ndarray, bias, prepared: PreparedItems,
+                        positions: np.ndarray | None) -> np.ndarray:
+        """LightFM's scores (float32, a fresh array) of a query row for ``positions`` (every candidate: None)."""
+        n = self.n_items
         if positions is None:
             if prepared.stacked is not None:  # one product (each numpy call costs more than this math)
                 out = prepared.stacked @ query
@@ -546,7 +551,7 @@ class ScoringIndex:
                     np.matmul(prepared.extra_matrix, query, out=out[n:])
         else:
             out = self._rows(prepared, positions) @ query
-        out += user.bias
+        out += bias
         return out
 
     def _blended(self, user: UserQuery, prepared: PreparedItems, positions: np.ndarray | None) -> np.ndarray:
@@ -554,9 +559,8 @@ class ScoringIndex:
         z(log popularity), each standardised over the scored candidates (float64)."""
         blend, interacted, weights = user.blend
         n = prepared.n_candidates if positions is None else len(positions)
-        if user.query is not None:
-            plain = UserQuery(user.user_id, user.strategy, user.query, user.bias, user.ignored_features)
-            out = standardise(self.scores(plain, prepared, positions))
+        if user.query is not None:  # the user bias shifts every score alike: standardising removes it
+            out = standardise(self._lightfm_scores(user.query, 0.0, prepared, positions))
         elif positions is None:  # no model score: log popularity is the base
             out = prepared.log_popularity_z().copy()
         else:

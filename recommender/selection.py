@@ -21,7 +21,8 @@ each next to popularity on the same users (``popularity_precision@k``, ``popular
 1. the configuration: ``row_norm`` (the candidates unless fixed) and the number of epochs (early stopping
    on warm precision@k, checkpoints every ``step`` epochs; a fixed number skips it), best warm precision
    first, fewer epochs on ties;
-2. the serving policy on that model (recommender.model.foldin): the warm users' co-occurrence blend, the
+2. the serving policy on that model (recommender.model.foldin): the warm users' item-item blend (the
+   ranker, cosine co-occurrence or the ridge item-item model with one of two penalties, and its weight), the
    feature users' popularity blend, the fresh users' fold-in and blends. A population whose best strategy
    loses to popularity on validation is served popularity: it is never served what lost.
 
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 ROW_NORM_CANDIDATES = ("features", "together", "none")
 POPULATIONS = ("warm_users", "feature_users", "fresh_users", "new_items")
 WARM_COOC = (0.0, 0.25, 0.5, 1.0, 2.0)
+# the item-item rankers warm users may be blended with: (ServingPolicy.item_item, ridge_l2)
+ITEM_ITEM_CANDIDATES = (("cosine", 8.0), ("ridge", 2.0), ("ridge", 8.0))
 FEATURE_POPULARITY = (0.0, 0.5, 1.0, 2.0, 4.0)
 FRESH_FOLD_INS = (FoldIn("off"), FoldIn("mean", strength=0.5), FoldIn("mean", strength=1.0),
                   FoldIn("ls", strength=1.0, prior=10.0, negatives=2.0))
@@ -236,10 +239,20 @@ def choose_policy(model: LFMRecommender, split: Split, *, k: int = 10, max_users
 
     cooc_ok = blends and model.neighbors is not None
     if cooc_ok:
-        found = search("warm_users", split.scenarios.get("warm"),
-                       [({"cooc": c}, replace(policy, warm=Blend(cooc=c))) for c in WARM_COOC])
-        if found:
-            policy = found[2]
+        best = None
+        for item_item, l2 in ITEM_ITEM_CANDIDATES:  # each item-item ranker built once, then its weights tried
+            base = replace(policy, item_item=item_item, ridge_l2=l2)
+            model.set_policy(base)
+            found = search("warm_users", split.scenarios.get("warm"),
+                           [({"item_item": item_item, "ridge_l2": l2, "cooc": c}, replace(base, warm=Blend(cooc=c)))
+                            for c in (WARM_COOC if item_item == "cosine" else WARM_COOC[1:])])
+            if found and (best is None or found[0] > best[0]):
+                best = found
+        if best:
+            policy = best[2]
+            if policy.warm.cooc == 0:  # no item-item blend for warm users: fresh users keep the cosine one
+                policy = replace(policy, item_item="cosine", ridge_l2=ServingPolicy().ridge_l2)
+        model.set_policy(policy)  # the chosen item-item ranker serves the fresh users' search too
     found = search("feature_users", split.scenarios.get("cold_users"),
                    [({"popularity": p}, replace(policy, features=Blend(popularity=p)))
                     for p in (FEATURE_POPULARITY if blends else (0.0,))])

@@ -70,3 +70,19 @@ def test_early_stopping_keeps_the_best_checkpoint_and_the_budget_is_honoured(noi
                   max_users=200)
     scores = {c["epochs"]: c["warm_precision@10"] for c in full.candidates if "warm_precision@10" in c}
     assert full.epochs == max(scores, key=lambda e: (scores[e], -e))
+
+
+def test_the_warm_item_item_blend_is_chosen_on_validation_and_its_ranker_is_the_one_served(noise_split):
+    """Three epochs leave LightFM weak on warm users, so an item-item blend wins on validation; which ranker
+    (cosine co-occurrence or the ridge item-item model) and weight is whatever scored best, and the model
+    then holds that ranker (it is what travels in the artifact)."""
+    chosen = select(noise_split, PARAMS, row_norms=("features",), epochs=3, max_users=300)
+    warm = [c for c in chosen.candidates if c.get("population") == "warm_users"]
+    assert {(c["item_item"], c["ridge_l2"]) for c in warm} == {("cosine", 8.0), ("ridge", 2.0), ("ridge", 8.0)}
+    best = max(warm, key=lambda c: c["precision@10"])
+    plain = next(c for c in warm if c["cooc"] == 0.0)
+    assert best["precision@10"] > plain["precision@10"]  # the blend beat LightFM alone here
+    policy = chosen.policy
+    assert (policy.item_item, policy.warm.cooc) == (best["item_item"], best["cooc"])
+    assert chosen.model.neighbors.spec == policy.item_item_spec
+    assert chosen.metrics()["chosen"]["policy"]["item_item"] == policy.item_item

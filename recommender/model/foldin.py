@@ -22,10 +22,13 @@ side being frozen per model version:
 
 *Blends* (:class:`Blend`, one per population) add other rankers to the model's, each standardised over
 the candidates: score = z(model) + cooc * z(co-occurrence with the user's items) + popularity *
-z(log popularity). Co-occurrence (:class:`ItemNeighbors`) is the cosine over the users who interacted
-with two items, the top 50 neighbours per item, from the training interactions; "the user's items" are
-its training items (known users) plus what it did since. A blend's scores are not LightFM's: their own
-reference test checks them.
+z(log popularity). The item-item ranker (:class:`ItemNeighbors`, the policy's ``item_item``) is either
+``cosine`` co-occurrence (the cosine over the users who interacted with two items, the top 50 neighbours per
+item) or ``ridge``: per item, a ridge regression of its column of the user-item matrix on the columns of its
+``RIDGE_K`` most co-occurring items, the linear item-item model EASE (Steck, 2019) restricted to each item's
+neighbourhood, so that it scales with items x RIDGE_K^3 in time and items x RIDGE_K in memory instead of
+items^3 and items^2; both from the training interactions. "The user's items" are its training items (known
+users) plus what it did since. A blend's scores are not LightFM's: their own reference test checks them.
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ import scipy.sparse as sp
 from scipy.linalg import LinAlgError, lapack
 
 FOLD_IN_METHODS = ("off", "mean", "ls")
+ITEM_ITEM_KINDS = ("cosine", "ridge")
+RIDGE_K = 200  # predictors per item of the ridge item-item model (100 above RIDGE_K_ITEMS items: memory)
+RIDGE_K_ITEMS = 20_000
+RIDGE_DENSE_ITEMS = 4096  # up to this many items the co-occurrence counts are a dense array while building
 DENSE_BELOW = 20_000  # catalogues up to this size sum co-occurrence densely (no sort)
 FEATURE_USER_STRATEGIES = ("model", "popularity")
 
@@ -123,6 +130,8 @@ class ServingPolicy:
     ``feature_users`` is "model" (LightFM through the user's features, blended by ``features``) or
     "popularity" (when the features lost to popularity on validation: never served then); so is
     ``fresh_users`` for users the model does not know who have interactions (fold-in and ``fresh``).
+    ``item_item`` is the item-item ranker the ``cooc`` weights blend in ("cosine" or "ridge", see the
+    module); ``ridge_l2`` its L2 penalty as a multiple of the mean number of users per item.
     """
 
     warm: Blend = field(default_factory=Blend)
@@ -131,11 +140,22 @@ class ServingPolicy:
     fold_in: FoldIn = field(default_factory=FoldIn)
     feature_users: str = "model"
     fresh_users: str = "model"
+    item_item: str = "cosine"
+    ridge_l2: float = 8.0
 
     def __post_init__(self) -> None:
         for name in ("feature_users", "fresh_users"):
             if getattr(self, name) not in FEATURE_USER_STRATEGIES:
                 raise ValueError(f"{name} must be one of {FEATURE_USER_STRATEGIES}, got {getattr(self, name)!r}")
+        if self.item_item not in ITEM_ITEM_KINDS:
+            raise ValueError(f"item_item must be one of {ITEM_ITEM_KINDS}, got {self.item_item!r}")
+        if not (math.isfinite(self.ridge_l2) and self.ridge_l2 > 0):
+            raise ValueError(f"ridge_l2 must be a finite number > 0, got {self.ridge_l2!r}")
+
+    @property
+    def item_item_spec(self) -> tuple:
+        """What identifies the item-item ranker this policy needs: ("cosine",) or ("ridge", ridge_l2)."""
+        return ("cosine",) if self.item_item == "cosine" else ("ridge", float(self.ridge_l2))
 
     def to_dict(self) -> dict:
         """JSON-able form (model metadata, GET /model)."""
@@ -149,20 +169,79 @@ class ServingPolicy:
         data = dict(data)
         return cls(warm=Blend(**data.get("warm", {})), features=Blend(**data.get("features", {})),
                    fresh=Blend(**data.get("fresh", {})), fold_in=FoldIn(**data.get("fold_in", {})),
-                   feature_users=data.get("feature_users", "model"), fresh_users=data.get("fresh_users", "model"))
+                   feature_users=data.get("feature_users", "model"), fresh_users=data.get("fresh_users", "model"),
+                   item_item=data.get("item_item", "cosine"), ridge_l2=float(data.get("ridge_l2", 8.0)))
 
 
 class ItemNeighbors:
-    """Item-item co-occurrence: cosine over the users who interacted positively with both, top ``k`` per item.
+    """An item-item ranker: the score of item j for a user is sum over the user's items i of w_i * M[i, j].
 
-    ``matrix`` is a float32 CSR (n_items, n_items) with at most ``k`` entries per row and none on the
-    diagonal; row i holds item i's neighbours.
+    ``matrix`` M is a float32 CSR (n_items, n_items) with none on the diagonal. ``spec`` says what it is
+    (ServingPolicy.item_item_spec): ("cosine",) from :meth:`fit`, cosine co-occurrence, top ``k`` per row,
+    symmetric before the cut; ("ridge", l2) from :meth:`ridge`, where column j holds the ridge weights of
+    j's most co-occurring items.
     """
 
-    def __init__(self, matrix: sp.csr_matrix):
+    def __init__(self, matrix: sp.csr_matrix, spec: tuple = ("cosine",)):
         if matrix.shape[0] != matrix.shape[1]:
             raise ValueError(f"the neighbour matrix must be square, got {matrix.shape}")
         self.matrix = matrix.astype(np.float32).tocsr()
+        self.spec = tuple(spec)
+
+    @classmethod
+    def ridge(cls, user_items: sp.csr_matrix, l2: float = 8.0, k: int | None = None,
+              progress=None) -> "ItemNeighbors":
+        """The ridge item-item model from a binary (n_users, n_items) matrix X of positive interactions.
+
+        For every item j with co-occurring items: N(j) = its ``k`` (default RIDGE_K, or 100 above RIDGE_K_ITEMS
+        items) most co-occurring items, and M[N(j), j] = (G[N,N] + lambda I)^-1 G[N, j] with G = X'X and
+        lambda = ``l2`` x the mean of G's non-zero diagonal (users per item): what EASE's closed form
+        solves over all items at once (B = I - P diag(1/diag P), P = (G + lambda I)^-1, O(n_items^3)),
+        restricted to a neighbourhood per item (O(n_items k^3), k per column). ``progress(done, total)`` is
+        called every 1,000 items.
+        """
+        n = user_items.shape[1]
+        k = k or (RIDGE_K if n <= RIDGE_K_ITEMS else RIDGE_K // 2)
+        x = user_items.astype(np.float64).tocsr()
+        x.data[:] = 1.0
+        g = (x.T @ x).tocsr()
+        diag = g.diagonal()
+        lam = float(l2) * float(diag[diag > 0].mean()) if (diag > 0).any() else float(l2)
+        candidates = g.copy()
+        candidates.setdiag(0)
+        candidates.eliminate_zeros()
+        top = _top_per_row(candidates.astype(np.float64), k)
+        dense = g.toarray() if n <= RIDGE_DENSE_ITEMS else None
+        rows, cols, vals = [], [], []
+        for j in range(n):
+            nb = top.indices[top.indptr[j]:top.indptr[j + 1]]
+            if len(nb):
+                if dense is not None:
+                    a, rhs = dense[np.ix_(nb, nb)], dense[nb, j]
+                else:
+                    a, rhs = g[nb][:, nb].toarray(), g[nb, j].toarray().ravel()
+                a.flat[::len(nb) + 1] += lam
+                _, b, info = lapack.dposv(a, rhs)
+                if info != 0:  # not positive definite (cannot happen with lambda > 0 but numbers): solve plainly
+                    b = np.linalg.lstsq(a, rhs, rcond=None)[0]
+                rows.append(nb)
+                cols.append(np.full(len(nb), j))
+                vals.append(b)
+            if progress is not None and (j + 1) % 1000 == 0:
+                progress(j + 1, n)
+        if not rows:
+            return cls(sp.csr_matrix((n, n), dtype=np.float32), ("ridge", float(l2)))
+        matrix = sp.csr_matrix((np.concatenate(vals).astype(np.float32),
+                                (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+        return cls(matrix, ("ridge", float(l2)))
+
+    @classmethod
+    def for_policy(cls, policy: "ServingPolicy", user_items: sp.csr_matrix) -> "ItemNeighbors":
+        """The item-item ranker ``policy`` asks for, built from the binary user-item matrix."""
+        if policy.item_item == "ridge":
+            return cls.ridge(user_items, policy.ridge_l2)
+        coo = user_items.tocoo()
+        return cls.fit(coo.row, coo.col, user_items.shape[0], user_items.shape[1])
 
     @classmethod
     def fit(cls, rows: np.ndarray, cols: np.ndarray, n_users: int, n_items: int, k: int = 50,
@@ -221,12 +300,12 @@ class ItemNeighbors:
         return {"neighbors_data": m.data, "neighbors_indices": m.indices, "neighbors_indptr": m.indptr}
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray], n_items: int) -> "ItemNeighbors | None":
-        """From :meth:`to_arrays` output (None when the artifact has none)."""
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], n_items: int, spec: tuple = ("cosine",)) -> "ItemNeighbors | None":
+        """From :meth:`to_arrays` output (None when the artifact has none); ``spec`` from the model's policy."""
         if "neighbors_data" not in arrays:
             return None
         return cls(sp.csr_matrix((arrays["neighbors_data"], arrays["neighbors_indices"], arrays["neighbors_indptr"]),
-                                 shape=(n_items, n_items)))
+                                 shape=(n_items, n_items)), spec)
 
 
 def _top_per_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:

@@ -25,7 +25,7 @@ from .popularity import Popularity
 
 log = logging.getLogger(__name__)
 
-NEIGHBORS_MAX_ITEMS = 200_000  # item co-occurrence (top 50 per item) is kept up to this many items
+NEIGHBORS_MAX_ITEMS = 200_000  # the item-item ranker (foldin.ItemNeighbors) is built up to this many items
 #: indicators setting -> (user indicator on, item indicator on)
 INDICATORS = {"both": (True, True), "users": (True, False), "items": (False, True), False: (False, False)}
 #: LightFM's own constructor parameters (and the losses it implements)
@@ -123,8 +123,8 @@ class LFMRecommender(LightFM):
         self.popularity = Popularity.fit(cols[keep], weights[keep], item_ids)
         self.neighbors, self.user_items = None, None
         if len(item_ids) <= NEIGHBORS_MAX_ITEMS:
-            self.neighbors = ItemNeighbors.fit(rows[keep], cols[keep], len(user_ids), len(item_ids))
             self.user_items = _binary(rows[keep], cols[keep], (len(user_ids), len(item_ids)))
+            self.neighbors = ItemNeighbors.for_policy(self.policy, self.user_items)  # the policy's item-item ranker
         self._reset_state()
         self._train(rows, cols, weights, epochs, num_threads, verbose, callback)
         return self
@@ -258,7 +258,14 @@ class LFMRecommender(LightFM):
         return type(self).from_arrays({name: array.copy() for name, array in arrays.items()}, meta)
 
     def set_policy(self, policy: ServingPolicy) -> None:
-        """Serve with ``policy`` from now on (the trainer sets what validation chose)."""
+        """Serve with ``policy`` from now on (the trainer sets what validation chose). When it asks for
+        another item-item ranker than the one built (``policy.item_item``), that one is built from the
+        training interactions here (seconds per thousand items for "ridge": ItemNeighbors.ridge)."""
+        if (self.neighbors is not None and self.user_items is not None
+                and self.neighbors.spec != policy.item_item_spec):
+            self.neighbors = ItemNeighbors.for_policy(policy, self.user_items)
+            if self.index is not None:
+                self.index.neighbors = self.neighbors
         self.policy = policy
         if self.index is not None:
             self.index.policy = policy
@@ -472,8 +479,8 @@ class LFMRecommender(LightFM):
         if arrays["baseline"].shape != (model.item_space.n_ids,):
             raise ValueError("baseline length does not match the items")
         model.popularity = Popularity(model.item_space.ids, arrays["baseline"])
-        model.neighbors = ItemNeighbors.from_arrays(arrays, model.item_space.n_ids)
         model.policy = ServingPolicy.from_dict(meta.get("policy"))
+        model.neighbors = ItemNeighbors.from_arrays(arrays, model.item_space.n_ids, model.policy.item_item_spec)
         if "user_items_indptr" in arrays:
             model.user_items = sp.csr_matrix((np.ones(len(arrays["user_items_indices"]), dtype=np.float32),
                                               arrays["user_items_indices"], arrays["user_items_indptr"]),

@@ -28,3 +28,6 @@ def test_reco_evaluate_writes_the_report_with_the_service_as_it_ships(tmp_path, 
     assert {"warm users", "feature-only users (new, features only)", "new items (among themselves)"} <= set(rows)
     for label, cells in rows.items():  # measured numbers, not placeholders
         assert 0.0 <= float(cells[2]) <= 1.0 and 0.0 <= float(cells[3]) <= 1.0, (label, cells)
+    ease = re.search(r"reaches warm precision@10 \*\*([\d.]+)\*\* on the same (\d+) test users; the service as "
+                     r"shipped \*\*([\d.]+)\*\*", text)
+    assert ease and 0.0 < float(ease.group(1)) <= 1.0 and int(ease.group(2)) > 0  # the EASE reference row

@@ -47,6 +47,68 @@ def test_neighbours_are_the_cosine_cooccurrence(small):
     assert cut.matrix.getnnz(axis=1).tolist() == [1, 1, 1]
 
 
+def test_the_ridge_item_item_model_is_ease_when_every_item_is_a_neighbour():
+    """With every pair of items co-occurring and k = n - 1, the per-item ridge regressions are EASE's closed
+    form (Steck 2019): B = I - P diag(1/diag P), P = (X'X + lambda I)^-1, lambda = l2 x mean users per item."""
+    rng = np.random.default_rng(3)
+    x = (rng.random((120, 9)) < 0.55).astype(np.float64)
+    g = x.T @ x
+    assert (g > 0).all()  # every pair co-occurs
+    lam = 2.0 * np.diag(g).mean()
+    p = np.linalg.inv(g + lam * np.eye(9))
+    ease = -p / np.diag(p)
+    np.fill_diagonal(ease, 0.0)
+    import scipy.sparse as sp
+    got = ItemNeighbors.ridge(sp.csr_matrix(x), l2=2.0, k=8)
+    assert got.spec == ("ridge", 2.0)
+    np.testing.assert_allclose(got.matrix.toarray(), ease, rtol=1e-4, atol=1e-6)
+    # with k < n - 1, column j is the ridge regression on its k most co-occurring items only
+    small_k = ItemNeighbors.ridge(sp.csr_matrix(x), l2=2.0, k=3).matrix.toarray()
+    for j in range(9):
+        counts = np.where(np.arange(9) == j, -1, g[:, j])
+        others = np.flatnonzero(small_k[:, j])  # a top 3 by co-occurrence (ties: any of them)
+        assert len(others) == 3 and j not in others
+        assert sorted(counts[others]) == sorted(counts)[-3:]
+        b = np.linalg.solve(g[np.ix_(others, others)] + lam * np.eye(3), g[others, j])
+        np.testing.assert_allclose(small_k[others, j], b, rtol=1e-4, atol=1e-6)
+
+
+def test_a_policy_with_the_ridge_ranker_builds_it_blends_it_and_it_travels_with_the_model(small, tmp_path):
+    world, model = small
+    copy = model.clone()
+    policy = ServingPolicy(warm=Blend(cooc=0.7), item_item="ridge", ridge_l2=4.0)
+    copy.set_policy(policy)
+    assert copy.neighbors.spec == ("ridge", 4.0) and model.neighbors.spec == ("cosine",)
+    user = model.uid_map.index[5]
+    items = list(model.iid_map.index)
+    users = sorted(set(world.interactions["user_id"]))
+    x = np.zeros((len(users), len(items)))
+    for u, i in zip(world.interactions["user_id"], world.interactions["item_id"]):
+        x[users.index(u), items.index(i)] = 1.0
+    g = x.T @ x
+    lam = 4.0 * np.diag(g)[np.diag(g) > 0].mean()
+    weights = np.zeros((len(items), len(items)))  # every item's 39 others are its neighbours (40 items)
+    for j in range(len(items)):
+        others = [i for i in range(len(items)) if i != j and g[i, j] > 0]
+        weights[others, j] = np.linalg.solve(g[np.ix_(others, others)] + lam * np.eye(len(others)), g[others, j])
+    lightfm = LightFM.predict(model, int(model.uid_map[user]), np.arange(len(items), dtype=np.int32),
+                              user_features=model.user_features_, item_features=model.item_features_)
+    ridge = x[users.index(user)] @ weights
+    got = copy.predict_online(user)
+    np.testing.assert_allclose(got.to_numpy(), z(lightfm) + 0.7 * z(ridge), rtol=1e-4, atol=1e-4)
+    copy.save(tmp_path / "ridge")
+    loaded = LFMRecommender.load(tmp_path / "ridge")
+    assert loaded.policy == policy and loaded.neighbors.spec == ("ridge", 4.0)
+    np.testing.assert_allclose(loaded.neighbors.matrix.toarray(), copy.neighbors.matrix.toarray())
+    np.testing.assert_allclose(loaded.predict_online(user).to_numpy(), got.to_numpy(), rtol=1e-6)
+    copy.set_policy(ServingPolicy())  # back to cosine co-occurrence
+    np.testing.assert_allclose(copy.neighbors.matrix.toarray(), model.neighbors.matrix.toarray())
+    with pytest.raises(ValueError):
+        ServingPolicy(item_item="magic")
+    with pytest.raises(ValueError):
+        ServingPolicy(item_item="ridge", ridge_l2=0.0)
+
+
 def test_warm_cooccurrence_blend_equals_its_reference(small):
     world, model = small
     user = model.uid_map.index[5]

@@ -66,6 +66,9 @@ def test_early_stopping_keeps_the_best_checkpoint_and_the_budget_is_honoured(noi
     checkpoints = [c for c in chosen.candidates if "warm_precision@10" in c]
     assert [c["row_norm"] for c in checkpoints] == ["features"]  # one checkpoint, then the budget was spent
     assert chosen.budget_exhausted and {"row_norm": "none", "skipped": "time budget spent"} in chosen.candidates
+    ridge = [c for c in chosen.candidates if c.get("item_item") == "ridge"]  # nor was a ridge ranker built
+    assert ridge and all(c["skipped"].startswith("time budget") for c in ridge)
+    assert chosen.policy.item_item == "cosine" and chosen.model.neighbors.spec == ("cosine",)
     full = select(noise_split, PARAMS, row_norms=("features",), epochs=None, step=2, max_epochs=12, patience=2,
                   max_users=200)
     scores = {c["epochs"]: c["warm_precision@10"] for c in full.candidates if "warm_precision@10" in c}

@@ -212,14 +212,16 @@ class ItemNeighbors:
         candidates.eliminate_zeros()
         top = _top_per_row(candidates.astype(np.float64), k)
         dense = g.toarray() if n <= RIDGE_DENSE_ITEMS else None
+        if dense is None:
+            g.sort_indices()  # _block searches each row's sorted columns
         rows, cols, vals = [], [], []
         for j in range(n):
-            nb = top.indices[top.indptr[j]:top.indptr[j + 1]]
+            nb = np.sort(top.indices[top.indptr[j]:top.indptr[j + 1]])
             if len(nb):
                 if dense is not None:
                     a, rhs = dense[np.ix_(nb, nb)], dense[nb, j]
                 else:
-                    a, rhs = g[nb][:, nb].toarray(), g[nb, j].toarray().ravel()
+                    a, rhs = _block(g, nb, j)
                 a.flat[::len(nb) + 1] += lam
                 _, b, info = lapack.dposv(a, rhs)
                 if info != 0:  # not positive definite (cannot happen with lambda > 0 but numbers): solve plainly
@@ -306,6 +308,27 @@ class ItemNeighbors:
             return None
         return cls(sp.csr_matrix((arrays["neighbors_data"], arrays["neighbors_indices"], arrays["neighbors_indptr"]),
                                  shape=(n_items, n_items)), spec)
+
+
+def _block(g: sp.csr_matrix, nb: np.ndarray, j: int) -> tuple[np.ndarray, np.ndarray]:
+    """(G[nb][:, nb], G[nb, j]) as dense float64 from a CSR with sorted indices, ``nb`` sorted.
+
+    One binary search of the wanted columns per row, on the row's own slice: scipy's fancy indexing copies
+    whole rows, and the rows of popular items are most of the catalogue long (7 ms per item at 20,000 items).
+    """
+    wanted = np.append(nb, j)
+    block = np.zeros((len(nb), len(wanted)))
+    indptr, indices, data = g.indptr, g.indices, g.data
+    for r, a in enumerate(nb.tolist()):
+        start, end = indptr[a], indptr[a + 1]
+        if start == end:
+            continue
+        row = indices[start:end]
+        pos = np.searchsorted(row, wanted)
+        np.minimum(pos, end - start - 1, out=pos)
+        hit = row[pos] == wanted
+        block[r, hit] = data[start:end][pos[hit]]
+    return block[:, :-1].copy(), block[:, -1].copy()
 
 
 def _top_per_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:

@@ -208,3 +208,18 @@ def test_a_known_users_new_interactions_move_its_answer_under_a_policy_that_uses
     unchanged = model.predict_online(user, interactions=given)
     assert unchanged.attrs["strategy"] == "personalized"
     np.testing.assert_allclose(unchanged.to_numpy(), plain, rtol=1e-6)
+
+
+def test_the_ridge_ranker_is_the_same_through_the_sparse_block_search(monkeypatch):
+    """Catalogues above RIDGE_DENSE_ITEMS build each item's block by binary search in the CSR rows."""
+    import scipy.sparse as sp
+
+    import recommender.model.foldin as foldin
+
+    rng = np.random.default_rng(1)
+    x = sp.csr_matrix((rng.random((400, 300)) < 0.05).astype(np.float64))
+    dense = ItemNeighbors.ridge(x, 4.0, k=20).matrix.toarray()
+    monkeypatch.setattr(foldin, "RIDGE_DENSE_ITEMS", 10)
+    sparse = ItemNeighbors.ridge(x, 4.0, k=20).matrix.toarray()
+    assert np.count_nonzero(dense) > 1000
+    np.testing.assert_allclose(sparse, dense, rtol=1e-6, atol=1e-9)

@@ -197,8 +197,9 @@ class ItemNeighbors:
         items) most co-occurring items, and M[N(j), j] = (G[N,N] + lambda I)^-1 G[N, j] with G = X'X and
         lambda = ``l2`` x the mean of G's non-zero diagonal (users per item): what EASE's closed form
         solves over all items at once (B = I - P diag(1/diag P), P = (G + lambda I)^-1, O(n_items^3)),
-        restricted to a neighbourhood per item (O(n_items k^3), k per column). ``progress(done, total)`` is
-        called every 1,000 items.
+        restricted to a neighbourhood per item (O(n_items k^3), k per column). Each row then keeps its ``k``
+        weights of largest magnitude (a request's cost: k per item of the user's history). ``progress(done,
+        total)`` is called every 1,000 items.
         """
         n = user_items.shape[1]
         k = k or (RIDGE_K if n <= RIDGE_K_ITEMS else RIDGE_K // 2)
@@ -235,7 +236,10 @@ class ItemNeighbors:
             return cls(sp.csr_matrix((n, n), dtype=np.float32), ("ridge", float(l2)))
         matrix = sp.csr_matrix((np.concatenate(vals).astype(np.float32),
                                 (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-        return cls(matrix, ("ridge", float(l2)))
+        # a popular item predicts most of the catalogue: keep each row's k weights of largest magnitude, so
+        # that a request sums at most k per item of the user's history (weak world, 2,000 items: warm
+        # precision@10 0.3882 instead of 0.3883, rank() 125 us instead of 325)
+        return cls(_top_per_row(matrix, k, by_magnitude=True), ("ridge", float(l2)))
 
     @classmethod
     def for_policy(cls, policy: "ServingPolicy", user_items: sp.csr_matrix) -> "ItemNeighbors":
@@ -331,15 +335,16 @@ def _block(g: sp.csr_matrix, nb: np.ndarray, j: int) -> tuple[np.ndarray, np.nda
     return block[:, :-1].copy(), block[:, -1].copy()
 
 
-def _top_per_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
-    """Keep the ``k`` largest entries of each row (ties: any of them)."""
+def _top_per_row(matrix: sp.csr_matrix, k: int, by_magnitude: bool = False) -> sp.csr_matrix:
+    """Keep the ``k`` largest entries of each row (of largest absolute value with ``by_magnitude``; ties:
+    any of them)."""
     matrix.sort_indices()
     indptr, data, indices = matrix.indptr, matrix.data, matrix.indices
     keep = np.ones(len(data), dtype=bool)
     long_rows = np.flatnonzero(np.diff(indptr) > k)
     for r in long_rows:
         lo, hi = indptr[r], indptr[r + 1]
-        order = np.argpartition(-data[lo:hi], k)
+        order = np.argpartition(-np.abs(data[lo:hi]) if by_magnitude else -data[lo:hi], k)
         keep[lo + order[k:]] = False
     row_ids = np.repeat(np.arange(matrix.shape[0]), np.diff(indptr))
     return sp.csr_matrix((data[keep], (row_ids[keep], indices[keep])), shape=matrix.shape)

@@ -62,15 +62,12 @@ def test_the_ridge_item_item_model_is_ease_when_every_item_is_a_neighbour():
     got = ItemNeighbors.ridge(sp.csr_matrix(x), l2=2.0, k=8)
     assert got.spec == ("ridge", 2.0)
     np.testing.assert_allclose(got.matrix.toarray(), ease, rtol=1e-4, atol=1e-6)
-    # with k < n - 1, column j is the ridge regression on its k most co-occurring items only
+    # with k < n - 1, column j draws on its k most co-occurring items only, and each row keeps k weights
     small_k = ItemNeighbors.ridge(sp.csr_matrix(x), l2=2.0, k=3).matrix.toarray()
     for j in range(9):
         counts = np.where(np.arange(9) == j, -1, g[:, j])
-        others = np.flatnonzero(small_k[:, j])  # a top 3 by co-occurrence (ties: any of them)
-        assert len(others) == 3 and j not in others
-        assert sorted(counts[others]) == sorted(counts)[-3:]
-        b = np.linalg.solve(g[np.ix_(others, others)] + lam * np.eye(3), g[others, j])
-        np.testing.assert_allclose(small_k[others, j], b, rtol=1e-4, atol=1e-6)
+        assert all(counts[i] >= sorted(counts)[-3] for i in np.flatnonzero(small_k[:, j]))
+    assert max(np.count_nonzero(row) for row in small_k) <= 3
 
 
 def test_a_policy_with_the_ridge_ranker_builds_it_blends_it_and_it_travels_with_the_model(small, tmp_path):
@@ -223,3 +220,7 @@ def test_the_ridge_ranker_is_the_same_through_the_sparse_block_search(monkeypatc
     sparse = ItemNeighbors.ridge(x, 4.0, k=20).matrix.toarray()
     assert np.count_nonzero(dense) > 1000
     np.testing.assert_allclose(sparse, dense, rtol=1e-6, atol=1e-9)
+    # every row keeps its 20 weights of largest magnitude: no request sums more than 20 per history item
+    unpruned = ItemNeighbors.ridge(x, 4.0, k=20)
+    assert max(np.count_nonzero(row) for row in dense) <= 20
+    assert (np.diff(unpruned.matrix.indptr) <= 20).all()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from bench_predict import human_size, machine_info, measure, parse_sizes, synthe
 from benchlib import bench_redis, machine_lines, print_table, report_paths, save_figure, wait_for_quiet
 from recommender.batch import batch_recommend
 from recommender.model import LFMRecommender
-from recommender.model.foldin import Blend, FoldIn, ServingPolicy
+from recommender.model.foldin import RIDGE_K_ITEMS, Blend, FoldIn, ServingPolicy
 from recommender.model.topk import top_positions
 from recommender.serving import build_snapshot
 from recommender.settings import Settings
@@ -103,12 +104,17 @@ def scoring_costs(model: LFMRecommender, repeats: int) -> dict[str, np.ndarray]:
     model.set_policy(FOLD_ONLY)  # the same fold-in without the fresh users' blends
     only = {f"unknown, {FRESH} new, fold-in alone": lambda: model.rank("visitor", 10, interactions=items)}
     out.update(measure(only, dict.fromkeys(only, repeats), rounds=10))
+    if model.n_items <= RIDGE_K_ITEMS:  # the ridge item-item ranker (built here: ~3 ms per item)
+        model.set_policy(replace(POLICY, item_item="ridge"))
+        ridge = {"known, warm blend (ridge item-item)": lambda: _warm(model, known)}
+        out.update(measure(ridge, dict.fromkeys(ridge, repeats), rounds=10))
     model.set_policy(POLICY)
     return out
 
 
 def _warm(model: LFMRecommender, user: str):
-    """rank() of a known user under a warm co-occurrence blend."""
+    """rank() of a known user under a warm item-item blend (the model's item-item ranker: cosine
+    co-occurrence unless its policy asks for the ridge one)."""
     index = model.index
     prepared = index.no_items
     return index.rank(index._user(user, None, True, prepared, None, WARM_BLEND), prepared, 10, set())

@@ -43,7 +43,7 @@ import pandas as pd
 
 from .evaluation import Scenario, Split, evaluate, holdout_split
 from .model import LFMRecommender
-from .model.foldin import Blend, FoldIn, ServingPolicy
+from .model.foldin import RIDGE_K_ITEMS, Blend, FoldIn, ServingPolicy
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,10 @@ POPULATIONS = ("warm_users", "feature_users", "fresh_users", "new_items")
 WARM_COOC = (0.0, 0.25, 0.5, 1.0, 2.0)
 # the item-item rankers warm users may be blended with: (ServingPolicy.item_item, ridge_l2)
 ITEM_ITEM_CANDIDATES = (("cosine", 8.0), ("ridge", 2.0), ("ridge", 8.0))
-# build time of the ridge ranker per item, measured (2 cores, 2026-11-30): 20,000 items in 57 s, 2,000 in 1 s
+# build time of the ridge ranker per item, measured (2 cores, 2026-11-30): with 200 predictors per item
+# 20,000 items in 57 s and 2,000 in 1 s; with 100 (above RIDGE_K_ITEMS items) 100,000 items in 55 s
 RIDGE_SECONDS_PER_ITEM = 0.003
+RIDGE_SECONDS_PER_ITEM_LARGE = 0.0008
 FEATURE_POPULARITY = (0.0, 0.5, 1.0, 2.0, 4.0)
 FRESH_FOLD_INS = (FoldIn("off"), FoldIn("mean", strength=0.5), FoldIn("mean", strength=1.0),
                   FoldIn("ls", strength=1.0, prior=10.0, negatives=2.0))
@@ -216,8 +218,9 @@ def choose_policy(model: LFMRecommender, split: Split, *, k: int = 10, max_users
 
     Populations are searched one after the other (their parameters do not interact: each applies to
     its own users). A population whose best score is below popularity's is served popularity. A ridge
-    item-item ranker is only built when its estimated build time (RIDGE_SECONDS_PER_ITEM per item) ends
-    before ``deadline`` (time.monotonic()); otherwise it is recorded as skipped.
+    item-item ranker is only built when its estimated build time (RIDGE_SECONDS_PER_ITEM per item, or
+    RIDGE_SECONDS_PER_ITEM_LARGE above RIDGE_K_ITEMS items) ends before ``deadline`` (time.monotonic());
+    otherwise it is recorded as skipped.
     """
     say = progress or (lambda message: None)
     name = f"precision@{k}"
@@ -246,7 +249,8 @@ def choose_policy(model: LFMRecommender, split: Split, *, k: int = 10, max_users
         best = None
         for item_item, l2 in ITEM_ITEM_CANDIDATES:  # each item-item ranker built once, then its weights tried
             if (item_item == "ridge" and deadline is not None
-                    and time.monotonic() + RIDGE_SECONDS_PER_ITEM * model.n_items > deadline):
+                    and time.monotonic() + model.n_items * (RIDGE_SECONDS_PER_ITEM if model.n_items <= RIDGE_K_ITEMS
+                                                            else RIDGE_SECONDS_PER_ITEM_LARGE) > deadline):
                 tried.append({"population": "warm_users", "item_item": item_item, "ridge_l2": l2,
                               "skipped": "time budget: the ridge build would not end in it"})
                 continue

@@ -133,7 +133,7 @@ class Selection:
 def select(split: Split, params: dict, *, row_norms: Iterable[str] = ROW_NORM_CANDIDATES,
            epochs: int | None = None, max_epochs: int = 60, step: int = 5, patience: int = 2,
            budget_seconds: float = 300.0, k: int = 10, max_users: int = 500, num_threads: int = 1,
-           blends: bool = True, fold_in: bool = True,
+           blends: bool = True, fold_in: bool = True, item_item: str = "auto",
            progress: Callable[[str], None] | None = None) -> Selection:
     """Train candidate configurations on ``split.train`` and pick the configuration and serving policy.
 
@@ -142,6 +142,7 @@ def select(split: Split, params: dict, *, row_norms: Iterable[str] = ROW_NORM_CA
     first configuration always gets at least one checkpoint; later ones are skipped once it is spent.
     ``blends`` False keeps every population on LightFM's own scores (or popularity where it wins);
     ``fold_in`` False never moves a user's vector by interactions the model did not train on.
+    ``item_item`` limits the item-item rankers tried for the warm blend ("auto": cosine and ridge).
 
     Raises
     ------
@@ -190,7 +191,8 @@ def select(split: Split, params: dict, *, row_norms: Iterable[str] = ROW_NORM_CA
         raise ValueError("no configuration could be trained")
     _, neg_epochs, row_norm, model = best
     policy, policy_candidates = choose_policy(model, split, k=k, max_users=max_users, blends=blends,
-                                              fold_in=fold_in, progress=say, deadline=started + budget_seconds)
+                                              fold_in=fold_in, progress=say, deadline=started + budget_seconds,
+                                              item_item=item_item)
     candidates.extend(policy_candidates)
     model.set_policy(policy)
     populations = measure(model, split, k=k, max_users=max_users)
@@ -201,19 +203,19 @@ def select(split: Split, params: dict, *, row_norms: Iterable[str] = ROW_NORM_CA
 def select_with_settings(split: Split, settings, params: dict, *, progress: Callable[[str], None] | None = None,
                          **overrides) -> Selection:
     """:func:`select` with the service's settings (recommender.settings.Settings): ROW_NORM, EPOCHS,
-    TRAIN_BUDGET_SECONDS, EVAL_K, TRAIN_THREADS, BLENDS, FOLD_IN; ``overrides`` replace any of its keyword
+    TRAIN_BUDGET_SECONDS, EVAL_K, TRAIN_THREADS, BLENDS, ITEM_ITEM, FOLD_IN; ``overrides`` replace any of its keyword
     arguments. The trainer and reco-evaluate's "as it ships" section both call this, so they cannot drift."""
     kwargs = dict(row_norms=settings.row_norms, epochs=settings.fixed_epochs,
                   budget_seconds=settings.train_budget_seconds, k=settings.eval_k,
                   num_threads=settings.train_threads, blends=settings.blends, fold_in=settings.fold_in,
-                  progress=progress)
+                  item_item=settings.item_item, progress=progress)
     kwargs.update(overrides)
     return select(split, params, **kwargs)
 
 
 def choose_policy(model: LFMRecommender, split: Split, *, k: int = 10, max_users: int = 500,
                   blends: bool = True, fold_in: bool = True, progress: Callable[[str], None] | None = None,
-                  deadline: float | None = None) -> tuple[ServingPolicy, list[dict]]:
+                  deadline: float | None = None, item_item: str = "auto") -> tuple[ServingPolicy, list[dict]]:
     """The serving policy that scores best on each population of ``split``, and every policy tried.
 
     Populations are searched one after the other (their parameters do not interact: each applies to
@@ -247,23 +249,25 @@ def choose_policy(model: LFMRecommender, split: Split, *, k: int = 10, max_users
     cooc_ok = blends and model.neighbors is not None
     if cooc_ok:
         best = None
-        for item_item, l2 in ITEM_ITEM_CANDIDATES:  # each item-item ranker built once, then its weights tried
-            if (item_item == "ridge" and deadline is not None
+        allowed = ITEM_ITEM_CANDIDATES if item_item == "auto" else [c for c in ITEM_ITEM_CANDIDATES
+                                                                      if c[0] == item_item]
+        for kind, l2 in allowed:  # each item-item ranker built once, then its weights tried
+            if (kind == "ridge" and deadline is not None
                     and time.monotonic() + model.n_items * (RIDGE_SECONDS_PER_ITEM if model.n_items <= RIDGE_K_ITEMS
                                                             else RIDGE_SECONDS_PER_ITEM_LARGE) > deadline):
-                tried.append({"population": "warm_users", "item_item": item_item, "ridge_l2": l2,
+                tried.append({"population": "warm_users", "item_item": kind, "ridge_l2": l2,
                               "skipped": "time budget: the ridge build would not end in it"})
                 continue
-            base = replace(policy, item_item=item_item, ridge_l2=l2)
+            base = replace(policy, item_item=kind, ridge_l2=l2)
             model.set_policy(base)
             found = search("warm_users", split.scenarios.get("warm"),
-                           [({"item_item": item_item, "ridge_l2": l2, "cooc": c}, replace(base, warm=Blend(cooc=c)))
-                            for c in (WARM_COOC if item_item == "cosine" else WARM_COOC[1:])])
+                           [({"item_item": kind, "ridge_l2": l2, "cooc": c}, replace(base, warm=Blend(cooc=c)))
+                            for c in (WARM_COOC if kind == "cosine" or item_item == "ridge" else WARM_COOC[1:])])
             if found and (best is None or found[0] > best[0]):
                 best = found
         if best:
             policy = best[2]
-            if policy.warm.cooc == 0:  # no item-item blend for warm users: fresh users keep the cosine one
+            if policy.warm.cooc == 0 and item_item != "ridge":  # no warm blend: fresh users keep the cosine one
                 policy = replace(policy, item_item="cosine", ridge_l2=ServingPolicy().ridge_l2)
         model.set_policy(policy)  # the chosen item-item ranker serves the fresh users' search too
     found = search("feature_users", split.scenarios.get("cold_users"),

@@ -13,7 +13,7 @@ from .store.connection import is_cluster_url, parse_cluster_url
 
 #: settings an A/B variant may override (training and per-request serving ones)
 VARIANT_SETTINGS = ("LOSS", "NO_COMPONENTS", "EPOCHS", "LEARNING_RATE", "INDICATORS", "ROW_NORM", "RANDOM_STATE",
-                    "TRAIN_BUDGET_SECONDS", "BLENDS", "FOLD_IN", "EXPLORATION_RATE")
+                    "TRAIN_BUDGET_SECONDS", "BLENDS", "ITEM_ITEM", "FOLD_IN", "EXPLORATION_RATE")
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off")
 
@@ -57,6 +57,7 @@ class Settings:
     trainer_in_app: bool = False  # run the trainer loop as a thread of every app process
     fold_in: bool = True  # use interactions the model did not train on at request time (method: the model's)
     blends: bool = True  # let the trainer blend co-occurrence and popularity with LightFM where validation says so
+    item_item: str = "auto"  # the item-item rankers the selection may blend: auto (cosine and ridge), cosine, ridge
     exploration_rate: float = 0.0  # share of answer slots given to a random eligible item (0: off)
     impressions_max: int = 1_000_000  # about this many newest impressions (and attributions) are kept
     impression_ttl: int = 3600  # seconds an answer can still be attributed an interaction (memory: see README)
@@ -92,7 +93,7 @@ class Settings:
         "idempotency_ttl": "IDEMPOTENCY_TTL", "max_interactions": "MAX_INTERACTIONS",
         "watch_interval": "WATCH_INTERVAL",
         "user_cache_size": "USER_CACHE_SIZE", "user_cache_ttl": "USER_CACHE_TTL",
-        "trainer_in_app": "TRAINER_IN_APP", "fold_in": "FOLD_IN", "blends": "BLENDS",
+        "trainer_in_app": "TRAINER_IN_APP", "fold_in": "FOLD_IN", "blends": "BLENDS", "item_item": "ITEM_ITEM",
         "exploration_rate": "EXPLORATION_RATE", "impressions_max": "IMPRESSIONS_MAX",
         "impression_ttl": "IMPRESSION_TTL", "variants": "VARIANTS",
         "max_session_items": "MAX_SESSION_ITEMS", "loss": "LOSS", "no_components": "NO_COMPONENTS", "epochs": "EPOCHS",
@@ -171,6 +172,8 @@ class Settings:
             problems.append("INDICATORS must be both, users, items or false")
         if self.row_norm != "auto" and self.row_norm not in ROW_NORMS:
             problems.append(f"ROW_NORM must be auto or one of {ROW_NORMS}")
+        if self.item_item not in ("auto", "cosine", "ridge"):
+            problems.append("ITEM_ITEM must be auto, cosine or ridge")
         if self.epochs != "auto" and not (str(self.epochs).isdigit() and int(self.epochs) >= 1):
             problems.append("EPOCHS must be auto or an integer >= 1")
         if self.no_components < 1 or self.train_threads < 1:

@@ -89,3 +89,15 @@ def test_the_warm_item_item_blend_is_chosen_on_validation_and_its_ranker_is_the_
     assert (policy.item_item, policy.warm.cooc) == (best["item_item"], best["cooc"])
     assert chosen.model.neighbors.spec == policy.item_item_spec
     assert chosen.metrics()["chosen"]["policy"]["item_item"] == policy.item_item
+
+
+def test_item_item_cosine_never_builds_the_ridge_ranker(noise_split):
+    from recommender.settings import Settings
+
+    chosen = select(noise_split, PARAMS, row_norms=("features",), epochs=3, max_users=200, item_item="cosine")
+    warm = [c for c in chosen.candidates if c.get("population") == "warm_users"]
+    assert warm and {c["item_item"] for c in warm} == {"cosine"}
+    assert chosen.policy.item_item == "cosine" and chosen.model.neighbors.spec == ("cosine",)
+    assert Settings(item_item="ridge").validated().item_item == "ridge"
+    with pytest.raises(ValueError, match="ITEM_ITEM"):
+        Settings(item_item="magic").validated()

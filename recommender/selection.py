@@ -219,10 +219,11 @@ def choose_policy(model: LFMRecommender, split: Split, *, k: int = 10, max_users
     """The serving policy that scores best on each population of ``split``, and every policy tried.
 
     Populations are searched one after the other (their parameters do not interact: each applies to
-    its own users). A population whose best score is below popularity's is served popularity. A ridge
-    item-item ranker is only built when its estimated build time (RIDGE_SECONDS_PER_ITEM per item, or
-    RIDGE_SECONDS_PER_ITEM_LARGE above RIDGE_K_ITEMS items) ends before ``deadline`` (time.monotonic());
-    otherwise it is recorded as skipped.
+    its own users). A population whose best score is below popularity's is served popularity. Under
+    ``item_item="auto"`` a ridge item-item ranker is only built when its estimated build time
+    (RIDGE_SECONDS_PER_ITEM per item, or RIDGE_SECONDS_PER_ITEM_LARGE above RIDGE_K_ITEMS items) ends before
+    ``deadline`` (time.monotonic()); otherwise it is recorded as skipped. ``item_item="ridge"`` (the
+    operator's choice) is always built and served.
     """
     say = progress or (lambda message: None)
     name = f"precision@{k}"
@@ -249,17 +250,19 @@ def choose_policy(model: LFMRecommender, split: Split, *, k: int = 10, max_users
     cooc_ok = blends and model.neighbors is not None
     if cooc_ok:
         best = None
+        built = {model.neighbors.spec: model.neighbors}  # each ranker is built once, then its weights tried
         allowed = ITEM_ITEM_CANDIDATES if item_item == "auto" else [c for c in ITEM_ITEM_CANDIDATES
                                                                       if c[0] == item_item]
-        for kind, l2 in allowed:  # each item-item ranker built once, then its weights tried
-            if (kind == "ridge" and deadline is not None
+        for kind, l2 in allowed:
+            if (kind == "ridge" and item_item == "auto" and deadline is not None  # ITEM_ITEM=ridge: always
                     and time.monotonic() + model.n_items * (RIDGE_SECONDS_PER_ITEM if model.n_items <= RIDGE_K_ITEMS
                                                             else RIDGE_SECONDS_PER_ITEM_LARGE) > deadline):
                 tried.append({"population": "warm_users", "item_item": kind, "ridge_l2": l2,
                               "skipped": "time budget: the ridge build would not end in it"})
                 continue
             base = replace(policy, item_item=kind, ridge_l2=l2)
-            model.set_policy(base)
+            model.set_policy(base, built)
+            built[model.neighbors.spec] = model.neighbors
             found = search("warm_users", split.scenarios.get("warm"),
                            [({"item_item": kind, "ridge_l2": l2, "cooc": c}, replace(base, warm=Blend(cooc=c)))
                             for c in (WARM_COOC if kind == "cosine" or item_item == "ridge" else WARM_COOC[1:])])
@@ -269,7 +272,9 @@ def choose_policy(model: LFMRecommender, split: Split, *, k: int = 10, max_users
             policy = best[2]
             if policy.warm.cooc == 0 and item_item != "ridge":  # no warm blend: fresh users keep the cosine one
                 policy = replace(policy, item_item="cosine", ridge_l2=ServingPolicy().ridge_l2)
-        model.set_policy(policy)  # the chosen item-item ranker serves the fresh users' search too
+        if item_item == "ridge" and policy.item_item != "ridge":  # forced (e.g. no warm users to validate on)
+            policy = replace(policy, item_item="ridge", ridge_l2=ServingPolicy().ridge_l2)
+        model.set_policy(policy, built)  # the chosen item-item ranker serves the fresh users' search too
     found = search("feature_users", split.scenarios.get("cold_users"),
                    [({"popularity": p}, replace(policy, features=Blend(popularity=p)))
                     for p in (FEATURE_POPULARITY if blends else (0.0,))])

@@ -151,10 +151,10 @@ class Trainer:
             log.warning("new model rejected: %s", reason)
             return TrainResult(None, False, decision, metrics)
         final = LFMRecommender(row_norm=row_norm, **params)
+        if policy is not None:  # before fit: fit builds the item-item ranker the policy asks for, once
+            final.set_policy(policy)
         final.fit(snapshot.interactions, snapshot.user_features, snapshot.item_features, epochs=epochs,
                   num_threads=s.train_threads, callback=progress("final model"))
-        if policy is not None:
-            final.set_policy(policy)
         metrics["train_seconds"] = round(time.time() - started, 3)
         self._heartbeat(token, job_id, "publishing")
         extra_files = {}

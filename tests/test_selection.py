@@ -101,3 +101,24 @@ def test_item_item_cosine_never_builds_the_ridge_ranker(noise_split):
     assert Settings(item_item="ridge").validated().item_item == "ridge"
     with pytest.raises(ValueError, match="ITEM_ITEM"):
         Settings(item_item="magic").validated()
+
+
+def test_each_ridge_ranker_is_built_once_and_a_forced_ridge_is_served_even_past_the_budget(noise_split, monkeypatch):
+    from recommender.model.foldin import ItemNeighbors
+
+    builds = []
+    real = ItemNeighbors.ridge.__func__
+
+    def counted(cls, user_items, l2=8.0, *args, **kwargs):
+        builds.append(l2)
+        return real(cls, user_items, l2, *args, **kwargs)
+
+    monkeypatch.setattr(ItemNeighbors, "ridge", classmethod(counted))
+    chosen = select(noise_split, PARAMS, row_norms=("features",), epochs=3, max_users=200)
+    assert sorted(builds) == [2.0, 8.0]  # one build per candidate penalty, none again for the chosen one
+    builds.clear()
+    forced = select(noise_split, PARAMS, row_norms=("features",), epochs=3, max_users=200, item_item="ridge",
+                    budget_seconds=0.001)
+    assert forced.policy.item_item == "ridge" and forced.model.neighbors.spec == forced.policy.item_item_spec
+    assert builds and not [c for c in forced.candidates if "skipped" in c and c.get("item_item") == "ridge"]
+    assert chosen.model.neighbors.spec == chosen.policy.item_item_spec

@@ -21,7 +21,7 @@ from ..features import normalize_id
 from .metrics import evaluate
 from .splits import Split
 
-MAX_ITEMS = 10_000  # a dense items x items float64 inverse: 800 MB at this size
+MAX_ITEMS = 10_000  # three dense items x items float64 arrays while fitting: ~2.4 GB at this size
 L2_GRID = (100.0, 300.0, 1000.0, 3000.0)
 
 
@@ -94,19 +94,21 @@ def ease_reference(split: Split, validation: Split, *, k: int = 10, max_users: i
     """EASE's warm precision@k on ``split``, lambda chosen on ``validation`` (a split of ``split.train``).
 
     Returns {"l2", "validation": {lambda: precision@k}, "precision@k", "popularity_precision@k", "users"};
-    {} when a split has no warm scenario or the catalogue is above MAX_ITEMS.
+    {} when a split has no warm scenario, no positive interaction, or more than MAX_ITEMS items.
     """
     warm, vwarm = split.scenarios.get("warm"), validation.scenarios.get("warm")
     if warm is None or vwarm is None:
         return {}
     name = f"precision@{k}"
+    if max(warm.train["item_id"].nunique(), vwarm.train["item_id"].nunique()) > MAX_ITEMS:
+        return {}
     scores = {}
     try:
         for l2 in grid:
             scores[l2] = evaluate(EASE(l2).fit(vwarm.train), vwarm, (k,), max_users=max_users)["model"][name]
-    except ValueError:
+        best = max(scores, key=lambda l2: (scores[l2], -l2))
+        result = evaluate(EASE(best).fit(warm.train), warm, (k,), max_users=max_users)
+    except ValueError:  # e.g. no positive interaction
         return {}
-    best = max(scores, key=lambda l2: (scores[l2], -l2))
-    result = evaluate(EASE(best).fit(warm.train), warm, (k,), max_users=max_users)
     return {"l2": best, "validation": {str(l2): round(v, 4) for l2, v in scores.items()},
             name: result["model"][name], f"popularity_{name}": result["popularity"][name], "users": result["users"]}

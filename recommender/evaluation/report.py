@@ -216,8 +216,9 @@ def run_shipped(split: Split, seed: int, max_users: int) -> dict:
     # this report's tables are at k=10 and its training single-threaded, whatever EVAL_K / TRAIN_THREADS say
     chosen = select_with_settings(vsplit, s, params, progress=tqdm.write, k=10, num_threads=1)
     selected = time.perf_counter()
-    final = fit_with(LFMRecommender(row_norm=chosen.row_norm, **params), split, chosen.epochs, "shipped model")
-    final.set_policy(chosen.policy)
+    final = LFMRecommender(row_norm=chosen.row_norm, **params)
+    final.set_policy(chosen.policy)  # before fit: the chosen item-item ranker is built once, by fit
+    final = fit_with(final, split, chosen.epochs, "shipped model")
     test = add_fresh(Split(split.train, split.user_features, split.item_features, dict(split.scenarios)))
     populations = measure(final, test, k=10, max_users=max_users)
     tqdm.write("as shipped: " + ", ".join(f"{p} {v}" for p, v in populations.items()))

@@ -98,9 +98,11 @@ class FoldIn:
             _, x, info = lapack.dposv(a, b)
             if info == 0:
                 return x
+        if self.negatives == 0:  # no prior and no negatives: rank <= the items given, the minimum-norm solution
+            return np.linalg.lstsq(a, b, rcond=None)[0]
         try:
             return np.linalg.solve(a, b)
-        except LinAlgError:  # no prior and too few items to pin the vector down: least squares
+        except LinAlgError:  # too few items to pin the vector down: least squares
             return np.linalg.lstsq(a, b, rcond=None)[0]
 
 
@@ -190,14 +192,15 @@ class ItemNeighbors:
 
     @classmethod
     def ridge(cls, user_items: sp.csr_matrix, l2: float = 8.0, k: int | None = None,
-              progress=None) -> "ItemNeighbors":
+              max_per_user: int = 500, progress=None) -> "ItemNeighbors":
         """The ridge item-item model from a binary (n_users, n_items) matrix X of positive interactions.
 
         For every item j with co-occurring items: N(j) = its ``k`` (default RIDGE_K, or 100 above RIDGE_K_ITEMS
         items) most co-occurring items, and M[N(j), j] = (G[N,N] + lambda I)^-1 G[N, j] with G = X'X and
         lambda = ``l2`` x the mean of G's non-zero diagonal (users per item): what EASE's closed form
         solves over all items at once (B = I - P diag(1/diag P), P = (G + lambda I)^-1, O(n_items^3)),
-        restricted to a neighbourhood per item (O(n_items k^3), k per column). Each row then keeps its ``k``
+        restricted to a neighbourhood per item (O(n_items k^3), k per column). A user with more than
+        ``max_per_user`` items counts that many of them (as in :meth:`fit`). Each row then keeps its ``k``
         weights of largest magnitude (a request's cost: k per item of the user's history). ``progress(done,
         total)`` is called every 1,000 items.
         """
@@ -205,6 +208,13 @@ class ItemNeighbors:
         k = k or (RIDGE_K if n <= RIDGE_K_ITEMS else RIDGE_K // 2)
         x = user_items.astype(np.float64).tocsr()
         x.data[:] = 1.0
+        if max_per_user and (np.diff(x.indptr) > max_per_user).any():  # as fit: one heavy user (a bot)
+            # would otherwise make X'X dense, n_items^2
+            x.sort_indices()
+            coo = x.tocoo()
+            rank = np.arange(x.nnz) - np.repeat(x.indptr[:-1], np.diff(x.indptr))
+            keep = rank < max_per_user
+            x = sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=x.shape)
         g = (x.T @ x).tocsr()
         diag = g.diagonal()
         lam = float(l2) * float(diag[diag > 0].mean()) if (diag > 0).any() else float(l2)

@@ -257,13 +257,17 @@ class LFMRecommender(LightFM):
         arrays, meta = self.to_arrays()
         return type(self).from_arrays({name: array.copy() for name, array in arrays.items()}, meta)
 
-    def set_policy(self, policy: ServingPolicy) -> None:
+    def set_policy(self, policy: ServingPolicy, built: dict | None = None) -> None:
         """Serve with ``policy`` from now on (the trainer sets what validation chose). When it asks for
-        another item-item ranker than the one built (``policy.item_item``), that one is built from the
-        training interactions here (seconds per thousand items for "ridge": ItemNeighbors.ridge)."""
+        another item-item ranker than the one built (``policy.item_item``), that one is taken from ``built``
+        (spec -> ItemNeighbors, rankers built earlier from the same training data) or built here from the
+        training interactions (seconds per thousand items for "ridge": ItemNeighbors.ridge). Set before
+        :meth:`fit`, the policy decides which ranker fit builds. Not for a model that is serving: the
+        ranker and the policy change in two steps (the service serves loaded snapshots, never changed)."""
         if (self.neighbors is not None and self.user_items is not None
                 and self.neighbors.spec != policy.item_item_spec):
-            self.neighbors = ItemNeighbors.for_policy(policy, self.user_items)
+            found = (built or {}).get(policy.item_item_spec)
+            self.neighbors = found if found is not None else ItemNeighbors.for_policy(policy, self.user_items)
             if self.index is not None:
                 self.index.neighbors = self.neighbors
         self.policy = policy

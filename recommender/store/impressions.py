@@ -209,12 +209,18 @@ class ImpressionLog:
         if claims:
             at = time.time() if at is None else at
             with self.store.client.pipeline(transaction=False) as pipe:
+                slots = []  # the reply of each claim (an EXPIREAT follows a hash claim)
                 for _, rid, position, _, _, _, _ in claims:
+                    slots.append(len(pipe))
                     if rid in legacy:
                         pipe.set(keys.impression_click(rid, position), at, nx=True, ex=self.ttl)
                     else:  # the claim lives in the answer's hash: same slot, same expiry
-                        pipe.hsetnx(keys.impression_bucket(rid), f"{rid}:click:{position}", at)
-                first = pipe.execute()
+                        bucket = keys.impression_bucket(rid)
+                        pipe.hsetnx(bucket, f"{rid}:click:{position}", at)
+                        # again: had the hash expired since the read, HSETNX made a new one without a TTL
+                        pipe.expireat(bucket, (impression_window(rid) + 1) * IMPRESSION_WINDOW + self.ttl)
+                replies = pipe.execute()
+                first = [replies[i] for i in slots]
             with self.store.client.pipeline(transaction=False) as pipe:
                 for (n, rid, position, shown_at, strategy, variant, was_explored), new in zip(claims, first):
                     if not new:  # this slot of this answer was attributed before: count it once

@@ -94,7 +94,7 @@ def untag(text: str) -> str:
     return _UNTAG.sub(lambda m: "%" if m.group(1) == "25" else "}", text)
 
 
-IMPRESSION_SHARDS = 8  # attribution buckets per minute (keys.impression_bucket)
+IMPRESSION_SHARDS = 8  # attribution hashes per 10 s window (keys.impression_bucket)
 
 
 IMPRESSION_WINDOW = 10  # seconds of answers per attribution hash
@@ -263,8 +263,11 @@ class Keys:
     def impression_bucket(self, recommendation_id: str) -> str:
         """The hash that holds one answer for attribution: by the 10 s window of the time in its id (a
         recommender.online recommendation id: 12 hex characters of milliseconds first) and one of
-        IMPRESSION_SHARDS shards (a CRC32 of the id), so one writer's batch is a few HSETs, not a command per
-        answer, the windows spread over a cluster, and no hash grows large (one expiring is freed at once)."""
+        IMPRESSION_SHARDS shards (a CRC32 of the id; the shard is the hash tag, so on a cluster the attribution
+        hashes live in 8 slots, spread over the masters by partition_tags), so one writer's batch is a few
+        HSETs, not a command per answer, and no hash grows large (one expiring is freed at once). The hash
+        expires at an absolute time computed from the id (EXPIREAT): the app's and Redis's clocks should agree
+        (NTP); an answer flushed later than IMPRESSION_TTL after it was given is not attributable."""
         shard = zlib.crc32(recommendation_id.encode()) % IMPRESSION_SHARDS
         return f"{self.prefix}imp:{{{partition_tags(IMPRESSION_SHARDS)[shard]}}}:{impression_window(recommendation_id)}"
 

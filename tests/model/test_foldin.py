@@ -155,7 +155,7 @@ def test_least_squares_fold_in_without_a_prior_and_one_item_still_answers(small)
     policy = ServingPolicy(fresh=Blend(), fold_in=FoldIn("ls", strength=1.0, prior=0.0, negatives=0.0))
     got = model.predict_online("fresh-two", interactions={"i3": 1.0}, policy=policy)
     assert got.attrs["strategy"] == "interactions" and np.isfinite(got.to_numpy()).all()
-    # the minimum-norm solution u = v (strength - b) / |v|^2 puts i3's score v.u + b at strength exactly
+    # least squares gives the minimum-norm u = v (strength - b) / |v|^2: i3's score v.u + b is strength exactly
     assert got["i3"] == pytest.approx(1.0, abs=1e-3)
 
 
@@ -221,6 +221,18 @@ def test_the_ridge_ranker_is_the_same_through_the_sparse_block_search(monkeypatc
     assert np.count_nonzero(dense) > 1000
     np.testing.assert_allclose(sparse, dense, rtol=1e-6, atol=1e-9)
     # every row keeps its 20 weights of largest magnitude: no request sums more than 20 per history item
-    unpruned = ItemNeighbors.ridge(x, 4.0, k=20)
     assert max(np.count_nonzero(row) for row in dense) <= 20
-    assert (np.diff(unpruned.matrix.indptr) <= 20).all()
+
+
+def test_a_heavy_user_counts_500_items_in_the_ridge_ranker_as_in_cosine():
+    """One user (a bot) with every item would make X'X dense; it counts max_per_user of its items."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(2)
+    x = (rng.random((300, 40)) < 0.1).astype(np.float64)
+    heavy = np.vstack([x, np.ones((1, 40))])
+    capped = ItemNeighbors.ridge(sp.csr_matrix(heavy), 4.0, k=10, max_per_user=15).matrix.toarray()
+    trimmed = heavy.copy()
+    trimmed[-1, 15:] = 0.0  # the first 15 of its items, as fit keeps them
+    reference = ItemNeighbors.ridge(sp.csr_matrix(trimmed), 4.0, k=10, max_per_user=0).matrix.toarray()
+    np.testing.assert_allclose(capped, reference, rtol=1e-6, atol=1e-9)

@@ -94,6 +94,9 @@ class Lane:
     watcher: ModelWatcher | None
 
 
+STOP_SECONDS = 6.0  # RecommendationService.stop's budget, inside gunicorn's graceful_timeout (10 s)
+
+
 class RecommendationService:
     """The service's use cases over one process's resources.
 
@@ -179,17 +182,21 @@ class RecommendationService:
         return cls(settings, store, users, lanes[0].holder, lanes[0].watcher, trainer, lanes=lanes,
                    impressions=impressions, hooks=hooks)
 
-    def stop(self) -> None:
-        """Stop the background threads and write the impressions still buffered (a clean shutdown)."""
+    def stop(self, timeout: float = STOP_SECONDS) -> None:
+        """Write the impressions still buffered, then stop the background threads, in about ``timeout``
+        seconds in all: gunicorn kills a worker that is not gone after its graceful timeout (10 s), and the
+        buffered impressions would go with it. A trainer thread in the middle of a job is not waited for
+        (its lock and active marker expire; the job can be submitted again)."""
+        deadline = time.monotonic() + timeout
+        if self.impressions is not None:
+            self.impressions.stop(timeout=min(2.0, timeout))
+        if self.trainer:
+            self.trainer.stop(timeout=0)  # asks the loop to end; a running job is not waited for here
         for lane in self.lanes:
             if lane.watcher is not None:
-                lane.watcher.stop()
-        if self.impressions is not None:
-            self.impressions.stop()
+                lane.watcher.stop(timeout=max(0.0, deadline - time.monotonic()))
         if isinstance(self.users, UserCache):
-            self.users.stop()
-        if self.trainer:
-            self.trainer.stop()
+            self.users.stop(timeout=max(0.0, deadline - time.monotonic()))
 
     # ------------------------------------------------------------------ recommendations
 

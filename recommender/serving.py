@@ -123,12 +123,12 @@ class ModelWatcher:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        """Ask the thread to finish and wait briefly."""
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the thread to finish and wait up to ``timeout`` seconds."""
         self._stop.set()
         self._wake.set()
         if self._thread:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=timeout)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -304,8 +304,8 @@ class Trainer:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        """Stop the loop after the current job."""
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the loop after the current job, waiting up to ``timeout`` seconds for it."""
         self._stop.set()
         if self._thread:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=timeout)

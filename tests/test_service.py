@@ -107,3 +107,30 @@ def test_unknown_job_and_no_model_are_domain_errors(service):
         service.recommend("u1", 5)
     with pytest.raises(NoModelError):
         service.model_info()
+
+
+def test_stop_writes_the_impressions_first_and_does_not_wait_for_a_running_retrain(service, model):
+    """gunicorn kills a worker still alive after its graceful timeout (10 s): stop() must be done sooner, and
+    what it must not lose (the buffered impressions) is written before anything else is waited for."""
+    import threading
+
+    from recommender.online import ImpressionWriter
+    from recommender.store.impressions import ImpressionLog
+    from recommender.training import Trainer
+
+    writer = ImpressionWriter(ImpressionLog(service.store, 1000, 60), interval=60, batch=1000, capacity=1000)
+    writer.start()
+    service.impressions = writer
+    for n in range(3):
+        service.recommend(model.uid_map.index[n], 5)
+    trainer = Trainer(service.store, service.settings)
+    release = threading.Event()
+    trainer._thread = threading.Thread(target=release.wait, args=(30,), daemon=True)  # a job that runs on
+    trainer._thread.start()
+    service.trainer = trainer
+    started = time.monotonic()
+    service.stop(timeout=1.0)
+    took = time.monotonic() - started
+    release.set()
+    assert took < 3.0, took
+    assert len(list(service.impression_log.read())) == 3

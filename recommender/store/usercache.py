@@ -279,13 +279,13 @@ class UserCache:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        """Stop the background thread and bypass the cache from now on."""
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the background thread (waiting up to ``timeout`` seconds) and bypass the cache from now on."""
         self._stop.set()
         with self._lock:
             self._lost_locked("stopped")  # shuts the sockets down, which wakes the thread's poll
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=timeout)
         if self._topology is not None:
             self._topology[2].disconnect()
 

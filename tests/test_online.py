@@ -164,3 +164,26 @@ def test_two_proportion_test_matches_scipy():
     z = (0.12 - 0.09) / math.sqrt(pooled * (1 - pooled) * (2 / 1000))
     assert got["z"] == pytest.approx(z) and got["p_value"] == pytest.approx(2 * norm.sf(abs(z)))
     assert two_proportion_test(0, 0, 1, 10)["p_value"] is None
+
+
+def test_a_claim_on_an_answer_whose_hash_expired_after_the_read_leaves_no_key_without_ttl(store, monkeypatch):
+    """The hash can expire between attribution's read and its HSETNX, which would recreate it without a TTL."""
+    import orjson
+
+    import recommender.store.impressions as module
+
+    log = ImpressionLog(store, max_entries=100, ttl=60)
+    rid = new_recommendation_id()
+    log.write([impression(rid)])
+    bucket = store.keys.impression_bucket(rid)
+    real = orjson.loads
+
+    def expire_then_parse(raw):  # runs after the read, before the claim
+        store.client.delete(bucket)
+        return real(raw)
+
+    monkeypatch.setattr(module, "orjson", type("O", (), {"loads": staticmethod(expire_then_parse),
+                                                          "dumps": staticmethod(orjson.dumps)}))
+    found = log.attribute([(rid, "u1", "b")])
+    assert found[0].status == "attributed"
+    assert store.client.exists(bucket) and 0 < store.client.ttl(bucket) <= 60 + 10 + 1

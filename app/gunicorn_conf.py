@@ -71,3 +71,10 @@ def on_exit(server):
     """Remove a metrics directory this config created."""
     if _metrics_dir.startswith(tempfile.gettempdir()) and "reco-metrics-" in _metrics_dir:
         shutil.rmtree(_metrics_dir, ignore_errors=True)
+
+
+def when_ready(server):
+    """Say where the service listens: with reuse_port each worker opens its own socket, so gunicorn's own
+    "Listening at:" line has no address to show."""
+    server.log.info("serving on http://%s with %d workers x %d threads%s", bind, workers, threads,
+                    " (one SO_REUSEPORT socket per worker)" if reuse_port else "")

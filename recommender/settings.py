@@ -8,6 +8,7 @@ from typing import Mapping
 
 from .features import MAX_WEIGHT, ROW_NORMS
 from .model.artifact_store import parse_store_url
+from .model.foldin import ITEM_ITEM_KINDS
 from .model.lightfm_model import INDICATORS, LOSSES
 from .store.connection import is_cluster_url, parse_cluster_url
 
@@ -172,7 +173,7 @@ class Settings:
             problems.append("INDICATORS must be both, users, items or false")
         if self.row_norm != "auto" and self.row_norm not in ROW_NORMS:
             problems.append(f"ROW_NORM must be auto or one of {ROW_NORMS}")
-        if self.item_item not in ("auto", "cosine", "ridge"):
+        if self.item_item not in ("auto", *ITEM_ITEM_KINDS):
             problems.append("ITEM_ITEM must be auto, cosine or ridge")
         if self.epochs != "auto" and not (str(self.epochs).isdigit() and int(self.epochs) >= 1):
             problems.append("EPOCHS must be auto or an integer >= 1")

@@ -34,6 +34,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..model import LFMRecommender
+from ..model.foldin import RIDGE_K, RIDGE_K_ITEMS
 from ..settings import Settings
 from ..sysinfo import machine_info
 from .metrics import evaluate_split, metric_names
@@ -208,6 +209,7 @@ def run_shipped(split: Split, seed: int, max_users: int) -> dict:
     users and items (plus ``fresh``: the held-out users with their first 5 interactions folded in).
     """
     from ..selection import add_fresh, measure, select_with_settings, validation_split
+    from .ease import ease_reference
 
     s = Settings.from_env()  # the settings a service started here would have (defaults unless set)
     params = {**s.model_params(), "random_state": seed}
@@ -222,8 +224,6 @@ def run_shipped(split: Split, seed: int, max_users: int) -> dict:
     test = add_fresh(Split(split.train, split.user_features, split.item_features, dict(split.scenarios)))
     populations = measure(final, test, k=10, max_users=max_users)
     tqdm.write("as shipped: " + ", ".join(f"{p} {v}" for p, v in populations.items()))
-    from .ease import ease_reference
-
     ease = ease_reference(split, vsplit, k=10, max_users=max_users)  # lambda on the same validation slice
     if ease:
         tqdm.write(f"EASE (reference, lambda {ease['l2']:g}): warm precision@10 {ease['precision@10']:.4f}")
@@ -656,9 +656,10 @@ def shipped_lines(shipped: dict) -> list[str]:
             f"**{ease['precision@10']:.4f}** on the same {ease['users']} test users; the service as shipped "
             f"**{warm['precision@10']:.4f}** (LightFM blended with the item-item ranker `{policy.get('item_item')}` at "
             f"weight {policy.get('warm', {}).get('cooc')}, both chosen on validation). The ridge item-item ranker is "
-            "EASE restricted to each item's 200 most co-occurring items (100 above 20,000 items): its build is "
-            "items x 200^3 operations and its memory items x 200 weights, linear in the catalogue, where EASE's "
-            "inverse is cubic in time and quadratic in memory (100,000 items: 80 GB).",
+            f"EASE restricted to each item's {RIDGE_K} most co-occurring items ({RIDGE_K // 2} above "
+            f"{RIDGE_K_ITEMS:,} items): its build is items x {RIDGE_K}^3 operations and its memory items x {RIDGE_K} "
+            "weights, linear in the catalogue, where EASE's inverse is cubic in time and quadratic in memory "
+            "(100,000 items: 80 GB).",
             ""]
     return lines
 

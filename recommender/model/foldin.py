@@ -192,7 +192,7 @@ class ItemNeighbors:
 
     @classmethod
     def ridge(cls, user_items: sp.csr_matrix, l2: float = 8.0, k: int | None = None,
-              max_per_user: int = 500, progress=None) -> "ItemNeighbors":
+              max_per_user: int = 500) -> "ItemNeighbors":
         """The ridge item-item model from a binary (n_users, n_items) matrix X of positive interactions.
 
         For every item j with co-occurring items: N(j) = its ``k`` (default RIDGE_K, or 100 above RIDGE_K_ITEMS
@@ -201,20 +201,12 @@ class ItemNeighbors:
         solves over all items at once (B = I - P diag(1/diag P), P = (G + lambda I)^-1, O(n_items^3)),
         restricted to a neighbourhood per item (O(n_items k^3), k per column). A user with more than
         ``max_per_user`` items counts that many of them (as in :meth:`fit`). Each row then keeps its ``k``
-        weights of largest magnitude (a request's cost: k per item of the user's history). ``progress(done,
-        total)`` is called every 1,000 items.
+        weights of largest magnitude (a request's cost: k per item of the user's history).
         """
-        n = user_items.shape[1]
+        n_users, n = user_items.shape
         k = k or (RIDGE_K if n <= RIDGE_K_ITEMS else RIDGE_K // 2)
-        x = user_items.astype(np.float64).tocsr()
-        x.data[:] = 1.0
-        if max_per_user and (np.diff(x.indptr) > max_per_user).any():  # as fit: one heavy user (a bot)
-            # would otherwise make X'X dense, n_items^2
-            x.sort_indices()
-            coo = x.tocoo()
-            rank = np.arange(x.nnz) - np.repeat(x.indptr[:-1], np.diff(x.indptr))
-            keep = rank < max_per_user
-            x = sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=x.shape)
+        coo = user_items.tocoo()
+        x = _capped_binary(coo.row, coo.col, n_users, n, max_per_user, np.float64)  # a bot would make X'X dense
         g = (x.T @ x).tocsr()
         diag = g.diagonal()
         lam = float(l2) * float(diag[diag > 0].mean()) if (diag > 0).any() else float(l2)
@@ -240,8 +232,6 @@ class ItemNeighbors:
                 rows.append(nb)
                 cols.append(np.full(len(nb), j))
                 vals.append(b)
-            if progress is not None and (j + 1) % 1000 == 0:
-                progress(j + 1, n)
         if not rows:
             return cls(sp.csr_matrix((n, n), dtype=np.float32), ("ridge", float(l2)))
         matrix = sp.csr_matrix((np.concatenate(vals).astype(np.float32),
@@ -264,13 +254,7 @@ class ItemNeighbors:
             max_per_user: int = 500) -> "ItemNeighbors":
         """From positive (user, item) index pairs; a user with more than ``max_per_user`` distinct items
         counts ``max_per_user`` of them, which bounds the cost at n_users * max_per_user^2."""
-        pairs = np.unique(np.asarray(rows, dtype=np.int64) * n_items + np.asarray(cols, dtype=np.int64))
-        users, items = pairs // n_items, pairs % n_items
-        if max_per_user and len(users):
-            rank = np.arange(len(users)) - np.searchsorted(users, users, side="left")
-            keep = rank < max_per_user
-            users, items = users[keep], items[keep]
-        x = sp.csr_matrix((np.ones(len(users), dtype=np.float32), (users, items)), shape=(n_users, n_items))
+        x = _capped_binary(rows, cols, n_users, n_items, max_per_user, np.float32)
         counts = np.asarray(x.sum(axis=0)).ravel()
         co = (x.T @ x).tocsr()
         co.setdiag(0)
@@ -322,6 +306,20 @@ class ItemNeighbors:
             return None
         return cls(sp.csr_matrix((arrays["neighbors_data"], arrays["neighbors_indices"], arrays["neighbors_indptr"]),
                                  shape=(n_items, n_items)), spec)
+
+
+def _capped_binary(rows: np.ndarray, cols: np.ndarray, n_users: int, n_items: int, max_per_user: int,
+                   dtype) -> sp.csr_matrix:
+    """The binary (n_users, n_items) CSR of (user, item) index pairs, repeats once; a user with more than
+    ``max_per_user`` distinct items (0: no cap) keeps the first ``max_per_user`` by item index, which bounds
+    X'X at n_users * max_per_user^2 entries (one heavy user, a bot, would otherwise make it dense)."""
+    pairs = np.unique(np.asarray(rows, dtype=np.int64) * n_items + np.asarray(cols, dtype=np.int64))
+    users, items = pairs // n_items, pairs % n_items
+    if max_per_user and len(users):
+        rank = np.arange(len(users)) - np.searchsorted(users, users, side="left")
+        keep = rank < max_per_user
+        users, items = users[keep], items[keep]
+    return sp.csr_matrix((np.ones(len(users), dtype=dtype), (users, items)), shape=(n_users, n_items))
 
 
 def _block(g: sp.csr_matrix, nb: np.ndarray, j: int) -> tuple[np.ndarray, np.ndarray]:

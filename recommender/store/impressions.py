@@ -110,6 +110,10 @@ class ImpressionLog:
         self.max_entries = max_entries
         self.ttl = ttl
 
+    def _bucket_expiry(self, recommendation_id: str) -> int:
+        """When the attribution hash of an answer expires (seconds since the epoch): ``ttl`` after its window."""
+        return (impression_window(recommendation_id) + 1) * IMPRESSION_WINDOW + self.ttl
+
     def _cap(self, partitioned) -> int | None:
         """MAXLEN of each partition of a capped stream (None: uncapped)."""
         return max(1, self.max_entries // len(partitioned)) if self.max_entries else None
@@ -144,7 +148,7 @@ class ImpressionLog:
             # what attribution needs, no more (see IMPRESSION_TTL in the README)
             buckets[bucket][rid] = orjson.dumps([imp.user_id, ids, imp.strategy, imp.variant, imp.explored, imp.time])
             if bucket not in expire_at:
-                expire_at[bucket] = (impression_window(rid) + 1) * IMPRESSION_WINDOW + self.ttl
+                expire_at[bucket] = self._bucket_expiry(rid)
             answers[(_hour(imp.time), imp.strategy, imp.variant, len(ids), len(imp.explored))] += 1
         totals: dict[str, Counter] = defaultdict(Counter)
         for (hour, strategy, variant, n, explored), count in answers.items():
@@ -218,7 +222,7 @@ class ImpressionLog:
                         bucket = keys.impression_bucket(rid)
                         pipe.hsetnx(bucket, f"{rid}:click:{position}", at)
                         # again: had the hash expired since the read, HSETNX made a new one without a TTL
-                        pipe.expireat(bucket, (impression_window(rid) + 1) * IMPRESSION_WINDOW + self.ttl)
+                        pipe.expireat(bucket, self._bucket_expiry(rid))
                 replies = pipe.execute()
                 first = [replies[i] for i in slots]
             with self.store.client.pipeline(transaction=False) as pipe:

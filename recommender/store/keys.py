@@ -95,8 +95,6 @@ def untag(text: str) -> str:
 
 
 IMPRESSION_SHARDS = 8  # attribution hashes per 10 s window (keys.impression_bucket)
-
-
 IMPRESSION_WINDOW = 10  # seconds of answers per attribution hash
 
 

@@ -236,3 +236,30 @@ def test_a_heavy_user_counts_500_items_in_the_ridge_ranker_as_in_cosine():
     trimmed[-1, 15:] = 0.0  # the first 15 of its items, as fit keeps them
     reference = ItemNeighbors.ridge(sp.csr_matrix(trimmed), 4.0, k=10, max_per_user=0).matrix.toarray()
     np.testing.assert_allclose(capped, reference, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_the_weighted_row_sum_equals_a_dense_reference(monkeypatch, fast):
+    """The request path's item-item sum (scipy's CSC kernel over the selected rows, or the numpy fallback)
+    against a dense product: unsorted positions, repeats, empty rows, the first and the last row."""
+    from recommender.model import foldin
+
+    if fast:
+        assert foldin._csc_matvec is not None, "scipy no longer has the kernel: requests take the slow path"
+    else:
+        monkeypatch.setattr(foldin, "_csc_matvec", None)
+    rng = np.random.default_rng(3)
+    dense = rng.normal(size=(60, 60)) * (rng.random((60, 60)) < 0.2)
+    dense[[0, 17, 59]] = 0.0
+    dense[17, 5] = 2.0  # row 17 has one entry, row 0 none
+    m = ItemNeighbors(__import__("scipy.sparse", fromlist=["csr_matrix"]).csr_matrix(dense)).matrix
+    positions = np.array([59, 3, 17, 3, 0, 41, 40, 42, 58], dtype=np.int64)
+    weights = rng.random(len(positions)) + 0.1
+    got = foldin.weighted_row_sum(m, positions, weights)
+    want = weights @ dense[positions]
+    assert got.dtype == np.float32 and got.shape == (60,)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    items, values = ItemNeighbors(m).sparse_scores(positions, weights)
+    np.testing.assert_array_equal(items, np.flatnonzero(np.abs(want) > 1e-9))
+    np.testing.assert_allclose(values, want[items], rtol=1e-5, atol=1e-5)
+    assert not foldin.weighted_row_sum(m, np.zeros(0, dtype=np.int64), np.zeros(0)).any()

@@ -51,7 +51,6 @@ ITEM_ITEM_KINDS = ("cosine", "ridge")
 RIDGE_K = 200  # predictors per item of the ridge item-item model (100 above RIDGE_K_ITEMS items: memory)
 RIDGE_K_ITEMS = 20_000
 RIDGE_DENSE_ITEMS = 4096  # up to this many items the co-occurrence counts are a dense array while building
-DENSE_BELOW = 20_000  # catalogues up to this size sum co-occurrence densely (no sort)
 FEATURE_USER_STRATEGIES = ("model", "popularity")
 
 
@@ -270,24 +269,9 @@ class ItemNeighbors:
         return cls(_top_per_row(co, k))
 
     def scores(self, positions: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """Item-item score of every item (n_items,) float64: sum of ``weights`` x M[i, :] over the rows
-        ``positions`` (repeats add up)."""
-        return weighted_row_sum(self.matrix, positions, weights).astype(np.float64)
-
-    def sparse_scores(self, positions: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The non-zero entries of :meth:`scores` as (item positions, float64 values): a few hundred for a
-        user, against every item for the dense form."""
-        m = self.matrix
-        if _csc_matvec is not None or m.shape[1] <= DENSE_BELOW:  # one dense pass is cheaper than sorting
-            dense = weighted_row_sum(m, positions, weights)
-            items = np.flatnonzero(dense)
-            return items, dense[items].astype(np.float64)
-        take, lengths = _row_entries(m, positions)
-        if not len(take):
-            return np.zeros(0, dtype=np.int64), np.zeros(0)
-        items, inverse = np.unique(m.indices[take], return_inverse=True)
-        values = m.data[take] * np.repeat(np.asarray(weights, dtype=np.float64), lengths)
-        return items, np.bincount(inverse, weights=values, minlength=len(items))
+        """Item-item score of every item, (n_items,) float32: sum of ``weights`` x M[i, :] over the rows
+        ``positions`` (repeats add up). A request's path: see :func:`weighted_row_sum`."""
+        return weighted_row_sum(self.matrix, positions, weights)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The CSR arrays, for the model artifact."""
@@ -414,12 +398,14 @@ def standardise(scores: np.ndarray) -> np.ndarray:
     return out
 
 
-def add_standardised_sparse(out: np.ndarray, items: np.ndarray, values: np.ndarray, n: int, weight: float) -> None:
-    """out += weight * standardise(v), in place, for the length-``n`` vector v that is ``values`` at ``items``
-    and 0 elsewhere: one scalar shift plus a sparse update instead of a pass over a dense v."""
-    mean = values.sum() / n
-    std = np.sqrt(max(0.0, (values ** 2).sum() / n - mean ** 2))
-    if std == 0:
+def add_standardised(out: np.ndarray, values: np.ndarray, weight: float) -> None:
+    """out += weight * standardise(values), in place (``values`` as long as ``out``; a constant one adds
+    nothing): the centred values' sum of squares by one BLAS dot, no temporary beyond the centred copy."""
+    n = len(values)
+    if n == 0:
         return
-    out -= out.dtype.type(weight * mean / std)
-    out[items] += ((weight / std) * values).astype(out.dtype)
+    centred = values - values.dtype.type(values.sum(dtype=np.float64) / n)
+    std = math.sqrt(max(float(np.dot(centred, centred)), 0.0) / n)
+    if std > 0:
+        centred *= centred.dtype.type(weight / std)
+        out += centred.astype(out.dtype, copy=False)

@@ -35,7 +35,7 @@ from cachetools import LRUCache
 
 from ..errors import UnknownItemError, UnknownUserError
 from ..features import FeatureSpace, normalize_id
-from .foldin import Blend, ItemNeighbors, ServingPolicy, add_standardised_sparse, standardise
+from .foldin import Blend, ItemNeighbors, ServingPolicy, add_standardised, standardise
 from .popularity import Popularity
 from .topk import top_k
 
@@ -567,14 +567,14 @@ class ScoringIndex:
             out = standardise(prepared.log_popularity()[positions])
         if blend.cooc > 0 and len(interacted):
             known = interacted < self.n_items
-            items, values = self.neighbors.sparse_scores(interacted[known], weights[known])
-            if positions is not None:  # the entries among the scored candidates, at their places there
-                order = np.argsort(positions)
-                where = np.searchsorted(positions, items, sorter=order)
-                hit = where < len(positions)
-                hit[hit] = positions[order[where[hit]]] == items[hit]
-                items, values = order[where[hit]], values[hit]
-            add_standardised_sparse(out, items, values, n, blend.cooc)
+            item_item = self.neighbors.scores(interacted[known], weights[known])  # known items; new ones score 0
+            if positions is None:
+                if n > self.n_items:
+                    item_item = np.concatenate([item_item, np.zeros(n - self.n_items, dtype=item_item.dtype)])
+            else:
+                inside = positions < self.n_items
+                item_item = np.where(inside, item_item[np.where(inside, positions, 0)], 0).astype(item_item.dtype)
+            add_standardised(out, item_item, blend.cooc)
         if blend.popularity > 0 and user.query is not None:
             z_pop = prepared.log_popularity_z() if positions is None else \
                 standardise(prepared.log_popularity()[positions])

@@ -261,3 +261,33 @@ def test_the_weighted_row_sum_equals_a_dense_reference(monkeypatch, fast):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(ItemNeighbors(m).scores(positions, weights), want, rtol=1e-5, atol=1e-5)
     assert not foldin.weighted_row_sum(m, np.zeros(0, dtype=np.int64), np.zeros(0)).any()
+    np.testing.assert_allclose(foldin.weighted_row_sum(m, positions.astype(np.int32), weights), want, rtol=1e-5,
+                               atol=1e-5)
+    with pytest.raises(IndexError):
+        foldin.weighted_row_sum(m, np.array([3, -1]), np.ones(2))
+    with pytest.raises(IndexError):
+        foldin.weighted_row_sum(m, np.array([60]), np.ones(1))
+    with pytest.raises(ValueError, match="one weight per position"):
+        foldin.weighted_row_sum(m, np.array([3, 4]), np.ones(3))
+
+
+def test_a_blend_over_restricted_candidates_with_a_new_item_equals_its_reference(small):
+    """Candidates restricted to a few known items plus a new item given with features: every part is
+    standardised over those candidates only, and the new item has no item-item score (0)."""
+    world, model = small
+    user = model.uid_map.index[5]
+    policy = ServingPolicy(warm=Blend(cooc=0.7))
+    items = list(model.iid_map.index)
+    chosen = [items[3], items[11], items[0], items[25], items[7]]
+    new = {"brand-new": {"genre:drama": 1.0, "decade:1990s": 1.0}}
+    got = model.predict_online(user, chosen + ["brand-new"], item_features=new, policy=policy)
+    positions = np.array([items.index(i) for i in chosen], dtype=np.int32)
+    lightfm = LightFM.predict(model, int(model.uid_map[user]), positions, user_features=model.user_features_,
+                              item_features=model.item_features_)
+    new_score = model.predict_online(user, ["brand-new"], item_features=new).to_numpy()  # the exact-score path
+    history = set(world.interactions.loc[world.interactions["user_id"] == user, "item_id"])
+    cooc = cosine_cooccurrence(world.interactions, items)[[items.index(i) for i in history]].sum(axis=0)
+    base = np.append(lightfm, new_score)
+    item_item = np.append(cooc[positions], 0.0)
+    assert list(got.index) == chosen + ["brand-new"]
+    np.testing.assert_allclose(got.to_numpy(), z(base) + 0.7 * z(item_item), rtol=1e-4, atol=1e-4)

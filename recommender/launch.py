@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .localredis import free_port
+from .localredis import dies_with_parent, free_port
 from .settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +109,7 @@ def start_gunicorn(settings: Settings, log_dir: Path | None = None, workers: int
     log_path = None if log_dir is None else Path(log_dir) / f"gunicorn-{port}.log"
     out = None if log_path is None else open(log_path, "wb")
     run_env = env_for(settings, port, workers, threads, host, base=env)
-    process = subprocess.Popen(gunicorn_command(app_spec), cwd=ROOT, env=run_env, stdout=out,
+    process = subprocess.Popen(dies_with_parent(gunicorn_command(app_spec)), cwd=ROOT, env=run_env, stdout=out,
                                stderr=None if out is None else subprocess.STDOUT, start_new_session=out is not None)
     if out is not None:
         out.close()  # the child holds its own descriptor

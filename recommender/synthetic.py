@@ -106,6 +106,12 @@ class Truth:
     item_factors: np.ndarray  # (n_items, 8)
     taste: float
     item_taste: float
+    # what a user's features can say about its taste (None in worlds made before these were kept): the Dirichlet
+    # parameters theta was drawn from (from age band, gender, occupation), P(an item's genre | its cluster), and
+    # the chance a stated interest:<genre> is the user's favourite genre (else a uniformly random genre)
+    taste_prior: np.ndarray | None = None  # (n_users, n_clusters)
+    genre_given_cluster: np.ndarray | None = None  # (n_clusters, n_genres), genres in GENRES order
+    interest_accuracy: float | None = None
 
     def logits(self, users: Sequence[str]) -> np.ndarray:
         """(len(users), n_items) float64: the choice log-odds of each user for every item.
@@ -285,7 +291,8 @@ def _weak_world(n_users: int, n_items: int, w: WeakWorld, *, new_user_frac: floa
         user_interests=interests,
         item_genre={items[i]: GENRES[genre[i]] for i in range(n_items)},
         truth=Truth(list(users), list(items), log_pop, theta, cluster, user_factors, item_factors,
-                    w.taste, w.item_taste),
+                    w.taste, w.item_taste, taste_prior=w.concentration * n_clusters * means,
+                    genre_given_cluster=genre_given_cluster, interest_accuracy=w.interest_accuracy),
     )
 
 

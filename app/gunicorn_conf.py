@@ -34,6 +34,10 @@ max_requests = int(os.environ.get("MAX_REQUESTS", "0"))
 max_requests_jitter = max_requests // 10 if max_requests else 0
 accesslog = os.environ.get("ACCESS_LOG") or None  # e.g. "-" for stdout; off by default (speed)
 errorlog = "-"
+# gunicorn's control socket (gunicornc) defaults to one path per user ($HOME/.gunicorn/gunicorn.ctl), which every
+# instance on the machine (tests start several) would take over in turn: one per port instead.
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or os.path.join(
+    tempfile.gettempdir(), f"reco-gunicorn-{os.environ.get('PORT', '8000')}.ctl")
 loglevel = os.environ.get("LOG_LEVEL", "info")
 wsgi_app = "app:create_app()"
 

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -84,6 +85,8 @@ def test_gunicorn_and_its_workers_end_when_the_process_that_started_them_is_kill
         master, port = (int(x) for x in child.stdout.readline().split())
         pids = [master, *_children(master)]
         assert len(pids) == 3 and all(_alive(p) for p in pids), pids  # the master and its 2 workers
+        # its own control socket (gunicornc), not the one path per user every instance would share
+        assert Path(tempfile.gettempdir(), f"reco-gunicorn-{port}.ctl").is_socket()
         child.kill()
         child.wait()
         deadline = time.monotonic() + 20  # gunicorn's graceful shutdown: workers finish, then the master exits

@@ -60,13 +60,25 @@ def banner(port: int, token: str, generated: bool, examples: dict) -> str:
     return "\n".join(lines)
 
 
+def new_admin_token() -> str:
+    """A random URL-safe admin token (32 characters) that does not start with "-", which command-line
+    tools would read as an option."""
+    while True:
+        token = secrets.token_urlsafe(24)
+        if not token.startswith("-"):
+            return token
+
+
 def port_free(host: str, port: int) -> bool:
-    """True when nothing listens on the port: a plain bind (no SO_REUSEPORT) succeeds.
+    """True when nothing listens on the port: a bind with SO_REUSEADDR but not SO_REUSEPORT succeeds.
 
     gunicorn binds with SO_REUSEPORT by default (REUSE_PORT), which would silently share a port another
     service already listens on with that option; this check refuses that before anything starts.
+    SO_REUSEADDR (which gunicorn sets too) lets connections of a previous run still in TIME_WAIT (~60 s
+    after it stopped) pass: without it a restart within a minute was refused with nothing listening.
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("0.0.0.0" if host in ("", "0.0.0.0") else host, port))
         except OSError:
@@ -94,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"started a local Redis at {redis_server.url} (data in var/redis; set REDIS_URL to use your own)")
     env.setdefault("MODEL_DIR", str(VAR / "models"))
     generated = not env.get("ADMIN_TOKEN")
-    token = env.get("ADMIN_TOKEN") or secrets.token_urlsafe(24)
+    token = env.get("ADMIN_TOKEN") or new_admin_token()
     env["ADMIN_TOKEN"] = token
     env.setdefault("TRAINER_IN_APP", "1")
     gunicorn = None

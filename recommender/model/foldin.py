@@ -331,17 +331,12 @@ def _kernel_agrees() -> bool:
         return False
 
 
-def _row_entries(m: sp.csr_matrix, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(indices into m.data of the rows ``positions``, in order; each row's length)."""
-    starts, ends = m.indptr[positions], m.indptr[positions + 1]
-    lengths = ends - starts
-    total = int(lengths.sum())
-    return np.repeat(ends - lengths.cumsum(), lengths) + np.arange(total), lengths
-
-
 def _weighted_row_sum_numpy(m: sp.csr_matrix, positions: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """:func:`weighted_row_sum` in numpy passes (gather the rows' entries, one weighted bincount)."""
-    take, lengths = _row_entries(m, np.asarray(positions, dtype=np.int64))
+    positions = np.asarray(positions, dtype=np.int64)
+    starts, ends = m.indptr[positions], m.indptr[positions + 1]
+    lengths = ends - starts
+    take = np.repeat(ends - lengths.cumsum(), lengths) + np.arange(int(lengths.sum()))
     if not len(take):
         return np.zeros(m.shape[1], dtype=np.float32)
     values = m.data[take] * np.repeat(np.asarray(weights, dtype=np.float64), lengths)
@@ -412,19 +407,6 @@ def standardise(scores: np.ndarray) -> np.ndarray:
     if std > 0:
         out *= scores.dtype.type(1.0 / std)
     return out
-
-
-def add_standardised(out: np.ndarray, values: np.ndarray, weight: float) -> None:
-    """out += weight * standardise(values), in place (``values`` as long as ``out``; a constant one adds
-    nothing): the centred values' sum of squares by one BLAS dot, no temporary beyond the centred copy."""
-    n = len(values)
-    if n == 0:
-        return
-    centred = values - values.dtype.type(values.sum(dtype=np.float64) / n)
-    std = math.sqrt(max(float(np.dot(centred, centred)), 0.0) / n)
-    if std > 0:
-        centred *= centred.dtype.type(weight / std)
-        out += centred.astype(out.dtype, copy=False)
 
 
 if _csc_matvec is not None and not _kernel_agrees():  # pragma: no cover - only with a scipy that changed it

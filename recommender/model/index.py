@@ -35,7 +35,7 @@ from cachetools import LRUCache
 
 from ..errors import UnknownItemError, UnknownUserError
 from ..features import FeatureSpace, normalize_id
-from .foldin import Blend, ItemNeighbors, ServingPolicy, add_standardised, standardise
+from .foldin import Blend, ItemNeighbors, ServingPolicy, standardise
 from .popularity import Popularity
 from .topk import top_k
 
@@ -573,8 +573,12 @@ class ScoringIndex:
                     item_item = np.concatenate([item_item, np.zeros(n - self.n_items, dtype=item_item.dtype)])
             else:
                 inside = positions < self.n_items
-                item_item = np.where(inside, item_item[np.where(inside, positions, 0)], 0).astype(item_item.dtype)
-            add_standardised(out, item_item, blend.cooc)
+                scored = np.zeros(n, dtype=item_item.dtype)
+                scored[inside] = item_item[positions[inside]]
+                item_item = scored
+            z_item_item = standardise(item_item)
+            z_item_item *= z_item_item.dtype.type(blend.cooc)
+            out += z_item_item.astype(out.dtype, copy=False)
         if blend.popularity > 0 and user.query is not None:
             z_pop = prepared.log_popularity_z() if positions is None else \
                 standardise(prepared.log_popularity()[positions])

@@ -8,7 +8,7 @@ reproduce:
 - warm users (ua-like split: the last 10 interactions of each user, by timestamp, are the test; items
   not in train dropped): precision@10 with training items excluded, for ``row_norm="together"`` with
   genre features only and with all item features, ``row_norm="features"``, pure collaborative filtering
-  (no features), an item-item model (EASE, lambda 300, numpy) and popularity;
+  (no features), an item-item model (EASE, lambda 300: recommender.evaluation.ease) and popularity;
 - cold users (a random 20% of users never seen in training, features only, whole history as truth):
   ``features`` and ``together`` models, popularity, popularity within the user's age band;
 - cold items (a random 20% of items never seen, ranked among themselves through their features): AUC per
@@ -17,7 +17,7 @@ reproduce:
   revealed items excluded): popularity, the features-only model, item co-occurrence from the training data.
 
 Every figure comes from ``recommender.evaluation.evaluate`` (the same precision and AUC as the retrain gate
-and the reports); scorers that are not LightFM models (EASE, co-occurrence, segment popularity) are wrapped
+and the reports); scorers that are not LightFM models (co-occurrence, segment popularity) are wrapped
 so that ``evaluate`` scores them. Models: WARP, 32 components, lr 0.05, 20 epochs, one thread, seed 42.
 
     .venv/bin/python bench/calibrate_world.py [--size 3000x2000] [--size 943x1682] [--seed 42] [--epochs 20]
@@ -41,6 +41,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recommender.evaluation import BASELINE_PROBE_USER, Scenario, cold_item_split, cold_user_split, evaluate
+from recommender.evaluation.ease import EASE
 from recommender.evaluation.splits import features_by_id
 from recommender.model import LFMRecommender
 from recommender.synthetic import WeakWorld, make_world
@@ -102,16 +103,6 @@ def user_item_matrix(frame: pd.DataFrame, model: LFMRecommender) -> tuple[sp.csr
     return x, row_of
 
 
-def ease(x: sp.csr_matrix, lam: float = 300.0) -> np.ndarray:
-    """EASE item-item weights (Steck 2019): B = I - P diagMat(1/diag(P)), P = (X'X + lam I)^-1, diag(B) = 0."""
-    gram = (x.T @ x).toarray()
-    gram[np.diag_indices_from(gram)] += lam
-    p = np.linalg.inv(gram)
-    b = -p / np.diag(p)
-    b[np.diag_indices_from(b)] = 0.0
-    return b
-
-
 def fit(train: pd.DataFrame, user_features, item_features, row_norm: str, args) -> LFMRecommender:
     model = LFMRecommender(row_norm=row_norm, loss="warp", no_components=32, learning_rate=0.05,
                            random_state=args.seed)
@@ -160,9 +151,7 @@ def measure(world, args, say: Callable[[str], None]) -> dict[str, float]:
         say(f"  {key:22s} P@10 {out[key]:.3f} (popularity {out['warm_popularity']:.3f}; {time.perf_counter() - t0:.0f} s)")
         if key == "warm_cf":
             t0 = time.perf_counter()
-            x, row_of = user_item_matrix(train, model)
-            b = ease(x, 300.0)
-            res = evaluate(Scorer(model, lambda u: x[row_of[u]] @ b, "ease"), warm, (K,), max_users=big)
+            res = evaluate(EASE(300.0).fit(train), warm, (K,), max_users=big)
             out["warm_ease"] = res["model"][P]
             say(f"  {'warm_ease':22s} P@10 {out['warm_ease']:.3f} ({time.perf_counter() - t0:.0f} s)")
 

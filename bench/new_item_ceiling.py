@@ -31,7 +31,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from recommender.evaluation import evaluate
+from recommender.evaluation import auc_score, evaluate
 from recommender.evaluation.splits import world_split
 from recommender.model import LFMRecommender
 from recommender.synthetic import make_world
@@ -43,11 +43,9 @@ def per_user_auc(test, candidates: list[str], item_pos: dict[str, int], user_pos
     out = []
     for user, group in test.groupby("user_id"):
         s = score(user_pos[user])[cols]
-        pos = np.isin(candidates, group["item_id"].to_numpy())
-        if pos.all() or not pos.any():
-            continue
-        p, n = s[pos][:, None], s[~pos][None, :]
-        out.append((p > n).mean() + 0.5 * (p == n).mean())
+        auc = auc_score(s, np.isin(candidates, group["item_id"].to_numpy()))
+        if not np.isnan(auc):  # a user with no positive or no negative among the new items
+            out.append(auc)
     return float(np.mean(out))
 
 

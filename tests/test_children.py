@@ -85,8 +85,13 @@ def test_gunicorn_and_its_workers_end_when_the_process_that_started_them_is_kill
         master, port = (int(x) for x in child.stdout.readline().split())
         pids = [master, *_children(master)]
         assert len(pids) == 3 and all(_alive(p) for p in pids), pids  # the master and its 2 workers
-        # its own control socket (gunicornc), not the one path per user every instance would share
-        assert Path(tempfile.gettempdir(), f"reco-gunicorn-{port}.ctl").is_socket()
+        # its own control socket (gunicornc), not the one path per user every instance would share; the master
+        # opens it in a background thread after spawning the workers, so it may take a moment to appear
+        control = Path(tempfile.gettempdir(), f"reco-gunicorn-{port}.ctl")
+        deadline = time.monotonic() + 10
+        while not control.is_socket() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert control.is_socket()
         child.kill()
         child.wait()
         deadline = time.monotonic() + 20  # gunicorn's graceful shutdown: workers finish, then the master exits

@@ -63,7 +63,10 @@ def test_a_batch_is_one_stream_entry_and_older_one_answer_entries_still_read(sto
     assert sum(store.client.xlen(k) for k in store.keys.impressions) == 1  # one XADD for the batch
     old = new_recommendation_id(time.time() + 1)
     stream = store.keys.impressions.key_of(old)
-    store.client.xadd(stream, {"r": f'["{old}","u0",[["a",1.0]],"popular","v0","A",[],0,{time.time() + 1},"user"]'})
+    (written,) = [entry for k in store.keys.impressions for entry, _ in store.client.xrange(k)]
+    after = f"{int(written.split('-')[0]) + 1}-0"  # later than the batch (the same millisecond would tie)
+    store.client.xadd(stream, {"r": f'["{old}","u0",[["a",1.0]],"popular","v0","A",[],0,{time.time() + 1},"user"]'},
+                      id=after)
     records = list(log.read())
     assert [r["user_id"] for r in records] == [f"u{n}" for n in range(7)] + ["u0"]
     assert records[-1]["recommendation_id"] == old and records[-1]["items"] == [["a", 1.0]]

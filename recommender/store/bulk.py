@@ -50,7 +50,7 @@ def load_features(store, frame: pd.DataFrame, id_col: str, batch: int, progress:
             for e, entity in zip(chunk, chunk_ids):
                 s, t = starts[e], ends[e]
                 calls.append(([key_of(entity)], [v for pair in zip(names_l[s:t], weights_l[s:t]) for v in pair]))
-            for reply in REPLACE_HASH.many(store.client, calls):
+            for reply in REPLACE_HASH.many(store.client, calls, store.connections):
                 if isinstance(reply, Exception):
                     raise reply
             with store.client.pipeline(transaction=False) as pipe:

@@ -116,7 +116,8 @@ class RedisFeatureStore:
         self.cluster = is_cluster(client)
         self.address = address_of(client)
         self.interaction_log = InteractionLog(self)
-        self._threads = ThreadConnections(client)  # the request path's per-thread connections
+        # per-thread connections: the request path's pre-packed reads and bulk loads' per-node writes
+        self.connections = ThreadConnections(client)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "reco:", *, max_interactions: int = 0, max_weight: float = MAX_WEIGHT,
@@ -144,7 +145,7 @@ class RedisFeatureStore:
     def close(self) -> None:
         """Disconnect every pooled and per-thread connection (the store can still be used; it reconnects)."""
         disconnect(self.client)
-        self._threads.close()
+        self.connections.close()
 
     # ------------------------------------------------------------------ writes
 
@@ -367,7 +368,7 @@ class RedisFeatureStore:
         uid = check_id(user_id, "user_id")
         keys = self.keys
         features_key = keys.user_features(uid)
-        raw, seen, negative, recent = self._threads.call((
+        raw, seen, negative, recent = self.connections.call((
             ("HGETALL", features_key), ("SMEMBERS", keys.user_seen(uid)), ("SMEMBERS", keys.user_negative(uid)),
             ("ZRANGE", keys.user_recent(uid), "0", "-1", "WITHSCORES")), features_key)
         if isinstance(raw, list):  # RESP2 (protocol=2): a flat field, value list

@@ -163,7 +163,7 @@ class InteractionLog:
         groups = self._groups(rows, single=False)
         calls = [self._call(g, keys.once_in_slot(g.tag, key, token) if g.log else None, head, count)
                  for g in groups]
-        replies = APPEND.many(store.client, calls)
+        replies = APPEND.many(store.client, calls, store.connections)
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply

@@ -140,3 +140,87 @@ def test_a_master_failing_over_is_followed_by_reads_writes_and_the_cache(cluster
     assert cache.get_user(user)[0] == {"b": 2.0} and cache.hits >= 1  # cached again, and current
     writer.add_interactions([{"user_id": user, "item_id": "i2"}], idempotency_key="after-failover")
     assert cache.get_user(user)[1] == {"i1", "i2"}
+
+
+def _spy_direct(monkeypatch) -> list:
+    """(calls sent, calls left for redis-py's pipeline) of every per-node direct send (the thing under test
+    runs as is; the spy only records what it returned)."""
+    from recommender.store import connection
+
+    seen: list = []
+    real = connection.LuaScript._many_direct
+
+    def spy(self, client, cluster_, calls, connections, results):
+        left = real(self, client, cluster_, calls, connections, results)
+        seen.append((len(calls), len(left)))
+        return left
+
+    monkeypatch.setattr(connection.LuaScript, "_many_direct", spy)
+    return seen
+
+
+def _frame(users: list[str], rows: int, start: float):
+    import pandas as pd
+
+    return pd.DataFrame({"user_id": [users[i % len(users)] for i in range(rows)],
+                         "item_id": [f"i{(i * 7) % 97}" for i in range(rows)], "weight": 1.0,
+                         "timestamp": [start + i for i in range(rows)]})
+
+
+def test_bulk_interactions_go_to_each_master_directly_and_follow_a_stale_slot_map(cluster, parts, monkeypatch):
+    from tests.helpers import log_length
+
+    store, writer, _ = parts
+    seen = _spy_direct(monkeypatch)
+    users = [f"bulk-{u}" for u in range(300)]
+    frame = _frame(users, 2000, 1.7e9)
+    assert writer.bulk_load_interactions(frame, batch=500, progress=False) == 2000
+    assert len(seen) == 4 and all(left == 0 for _, left in seen) and all(sent > 300 for sent, _ in seen)
+    assert log_length(store) == 2000
+    for user in users[::37]:
+        assert store.get_user(user).seen == set(frame.loc[frame["user_id"] == user, "item_id"])
+    # the writer's map sends one user's slot to the wrong master: it answers MOVED, the pipeline follows it
+    user = users[5]
+    slot = slot_of(store.keys.user_seen(user))
+    manager = writer.client.resolve().nodes_manager
+    right = manager.slots_cache[slot]
+    wrong = next(n for n in manager.nodes_cache.values() if n.server_type == "primary" and n.name != right[0].name)
+    manager.slots_cache[slot] = [wrong]
+    later = _frame([user, users[6]], 10, 1.8e9).assign(item_id=[f"late-{i}" for i in range(10)])
+    assert writer.bulk_load_interactions(later, batch=500, progress=False) == 10
+    assert seen[-1][1] >= 1  # left for the pipeline
+    assert manager.slots_cache[slot][0].name == right[0].name  # the map was corrected by the MOVED reply
+    assert log_length(store) == 2010  # written once
+    assert {f"late-{i}" for i in range(0, 10, 2)} <= store.get_user(user).seen
+
+
+def test_bulk_loads_reload_a_flushed_script_and_survive_a_dropped_connection(cluster, parts, monkeypatch):
+    from recommender.store import connection
+    from tests.helpers import log_length
+
+    store, writer, _ = parts
+    seen = _spy_direct(monkeypatch)
+    users = [f"flush-{u}" for u in range(50)]
+    for node in cluster.primaries():  # a restarted or new master has no scripts: NOSCRIPT, loaded, sent again
+        with _admin(node.port) as admin:
+            admin.script_flush()
+    assert writer.bulk_load_interactions(_frame(users, 200, 1.7e9), batch=200, progress=False) == 200
+    assert seen[-1][1] == 0 and log_length(store) == 200
+    # a connection lost after the node ran the calls (the replies never came): those calls go through the
+    # pipeline again, and the guards keep the log entries written once
+    real = connection._read_replies
+    failed = []
+
+    def once(conn, packed, replies, raise_errors=True):
+        answer = real(conn, packed, replies, raise_errors)
+        if not failed:
+            failed.append(conn)
+            raise redis.exceptions.ConnectionError("reply lost (test)")
+        return answer
+
+    monkeypatch.setattr(connection, "_read_replies", once)
+    assert writer.bulk_load_interactions(_frame(users, 200, 1.8e9).assign(item_id="again"), batch=200,
+                                         progress=False) == 200
+    assert failed and seen[-1][1] > 0
+    assert log_length(store) == 400
+    assert all("again" in store.get_user(u).seen for u in users)

@@ -269,7 +269,7 @@ def test_get_user_uses_one_connection_per_thread_and_close_resets_them(store):
         try:
             for _ in range(50):
                 assert store.get_user("u1") == ({"a": 1.0}, set(), set())
-            conns.append(store._threads.for_key(store.keys.user_features("u1")))
+            conns.append(store.connections.for_key(store.keys.user_features("u1")))
         except Exception as exc:  # reported below: pytest does not see exceptions in threads
             errors.append(exc)
 
@@ -281,7 +281,7 @@ def test_get_user_uses_one_connection_per_thread_and_close_resets_them(store):
     assert not errors
     assert len({id(c) for c in conns}) == 4
     store.get_user("u1")
-    mine = store._threads.for_key(store.keys.user_features("u1"))
+    mine = store.connections.for_key(store.keys.user_features("u1"))
     assert mine.is_connected
     store.close()
     assert not mine.is_connected

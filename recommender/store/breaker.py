@@ -5,7 +5,9 @@ retries of its own call (~0.8 s with the defaults) before answering degraded, an
 behind those threads wait that long again. With it, the first failure opens the circuit for
 ``open_seconds``: calls in that time fail at once with StoreUnavailableError (the view answers from
 the model alone). Then one call at a time is let through to probe Redis ("half-open"); its success
-closes the circuit, its failure opens it again. Per process, thread-safe, no background thread.
+closes the circuit, its failure opens it again. Per process, thread-safe, no background thread. On a
+Redis Cluster, :class:`GuardedReads` keeps one circuit per master: a master down degrades the users whose
+slots it serves, not everyone.
 
     breaker = CircuitBreaker(open_seconds=1.0)
     features, seen = breaker.call(store.get_user, user_id)
@@ -19,6 +21,7 @@ import time
 from typing import Callable, TypeVar
 
 from ..errors import StoreUnavailableError
+from .keys import slot_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -84,15 +87,49 @@ class GuardedReads:
 
     Put it between the user cache and the store, so that cache hits are still served while the
     circuit is open and only the reads that need Redis fail fast.
+
+    On a Redis Cluster there is one circuit per master, found through the client's slot map from the
+    user's slot (its keys share one): a master that fails opens the circuit of the users it serves,
+    while users on the other masters are still read. After a failover the slot map names the new master,
+    whose circuit starts closed. ``breaker`` is the one circuit of a single Redis (and of a cluster whose
+    slot map is not known yet); the per-master ones copy its open time and clock.
     """
 
     def __init__(self, store, breaker: CircuitBreaker):
         self._store = store
         self.breaker = breaker
+        self._per_master: dict[str, CircuitBreaker] = {}
+        self._lock = threading.Lock()
 
     def get_user(self, user_id: str):
-        """The store's get_user, failing fast while the circuit is open."""
-        return self.breaker.call(self._store.get_user, user_id)
+        """The store's get_user, failing fast while the circuit of the user's master is open."""
+        return self.breaker_for(user_id).call(self._store.get_user, user_id)
+
+    def breaker_for(self, user_id: str) -> CircuitBreaker:
+        """The circuit a read of ``user_id`` goes through (see the class docstring)."""
+        master = self._master_of(user_id)
+        if master is None:
+            return self.breaker
+        found = self._per_master.get(master)
+        if found is None:
+            with self._lock:
+                found = self._per_master.get(master)
+                if found is None:
+                    found = self._per_master[master] = CircuitBreaker(self.breaker.open_seconds,
+                                                                      clock=self.breaker._clock)
+        return found
+
+    def _master_of(self, user_id: str) -> str | None:
+        """host:port of the master serving the user's slot on a cluster, None on one Redis (or while the
+        slot map is unknown, or for an id the store will refuse anyway)."""
+        store = self._store
+        if not getattr(store, "cluster", False):
+            return None
+        try:
+            manager = store.client.resolve().nodes_manager
+            return manager.get_node_from_slot(slot_of(store.keys.user_features(user_id))).name
+        except Exception:  # noqa: BLE001 - no map yet, a bad id: the shared circuit (get_user reports the rest)
+            return None
 
     def __getattr__(self, name: str):
         return getattr(self._store, name)

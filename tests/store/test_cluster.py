@@ -224,3 +224,47 @@ def test_bulk_loads_reload_a_flushed_script_and_survive_a_dropped_connection(clu
     assert failed and seen[-1][1] > 0
     assert log_length(store) == 400
     assert all("again" in store.get_user(u).seen for u in users)
+
+
+@pytest.fixture(scope="module")
+def plain_cluster(tmp_path_factory):
+    """3 masters, no replicas (a stalled master stays the owner of its slots)."""
+    nodes = LocalRedisCluster(tmp_path_factory.mktemp("cluster-plain")).start()
+    yield nodes
+    nodes.stop()
+
+
+def test_a_stalled_master_opens_only_its_own_circuit(plain_cluster):
+    import os
+    import signal
+
+    from recommender.store.breaker import CircuitBreaker, GuardedReads
+
+    store = RedisFeatureStore.from_url(plain_cluster.url, prefix="t-breaker:", socket_timeout=0.3, connect_timeout=0.3)
+    reads = GuardedReads(store, CircuitBreaker(60.0))
+    users: dict[int, str] = {}  # master port -> a user it serves
+    for n in range(200):
+        node, _ = _owner(plain_cluster, slot_of(store.keys.user_features(f"b{n}")))
+        users.setdefault(node.port, f"b{n}")
+    assert len(users) == 3
+    for user in users.values():
+        store.set_user_features(user, {"f": 1.0})
+        assert reads.get_user(user)[0] == {"f": 1.0}
+    stalled_port, stalled_user = next(iter(users.items()))
+    stalled = next(n for n in plain_cluster.nodes if n.port == stalled_port)
+    os.kill(stalled.process.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(StoreUnavailableError):
+            reads.get_user(stalled_user)  # waits out its timeout and retries, then opens that master's circuit
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError):
+            reads.get_user(stalled_user)
+        assert time.monotonic() - started < 0.1  # failed fast
+        for port, user in users.items():
+            if port != stalled_port:  # the other masters' users are still read, not degraded
+                assert reads.get_user(user)[0] == {"f": 1.0}
+                assert reads.breaker_for(user).state == "closed"
+        assert reads.breaker_for(stalled_user).state == "open" and reads.breaker.state == "closed"
+    finally:
+        os.kill(stalled.process.pid, signal.SIGCONT)
+        store.close()

@@ -361,8 +361,9 @@ class LuaScript:
         On a cluster, with ``connections`` (the store's), each node's calls are first sent pre-packed in one
         write on this thread's connection to it (:meth:`_many_direct`); only the calls that come back
         redirected (a slot moved) or whose node failed go through redis-py's cluster pipeline, which
-        follows redirects and retries. Running a call again is safe for the scripts that use this: a
-        guarded write answers its guard, and set additions are the same however often they run.
+        follows redirects and retries. A call whose reply was lost runs again there, as on any retry of
+        redis-py's pipeline: a guarded log write answers its guard instead; user-side writes (set additions,
+        the recent set) and feature hashes are applied again.
         """
         if not calls:
             return []
@@ -403,39 +404,93 @@ class LuaScript:
 
     def _many_direct(self, client: Any, cluster: Any, calls: Sequence[tuple[Sequence[str], Sequence[Any]]],
                      connections: "ThreadConnections", results: list[Any]) -> list[int]:
-        """Each node's calls packed by hiredis and sent in one write on this thread's connection to the node,
-        the replies put in ``results``; NOSCRIPT calls loaded and sent again once. redis-py's cluster pipeline
-        encodes and routes every command in Python: with one call per user slot that was ~2/3 of a bulk
-        interaction load's client CPU. Returns the indices left for the pipeline: redirected (MOVED, ASK),
-        TRYAGAIN, or on a node whose connection failed (then dropped, and the slot map re-read)."""
+        """Each node's calls packed by hiredis and written on this thread's connection to the node (every
+        node written before any is read, so the servers work at once), the replies put in ``results``;
+        NOSCRIPT calls loaded and sent again once. redis-py's cluster pipeline encodes and routes every
+        command in Python: with one call per user slot that was ~2/3 of a bulk interaction load's client CPU.
+
+        Returns the indices left for the pipeline: redirected (MOVED, which also corrects the slot map; ASK),
+        TRYAGAIN, in a slot the map does not cover (the map is then re-read), or unanswered on a node whose
+        connection failed (dropped, and the map re-read); the replies read before a failure are kept.
+        """
+        manager = cluster.nodes_manager
         by_node: dict[str, tuple[Any, list[int]]] = {}
-        for index, (keys, _) in enumerate(calls):
-            node = cluster.nodes_manager.get_node_from_slot(slot_of(keys[0]))
-            by_node.setdefault(node.name, (node, []))[1].append(index)
         left: list[int] = []
-        for node, indices in by_node.values():
-            for attempt in range(2):
-                packed = [b"".join(hiredis.pack_command(("EVALSHA", self.sha, len(calls[i][0]), *calls[i][0],
-                                                         *calls[i][1])) for i in indices)]
+        for index, (keys, _) in enumerate(calls):
+            try:
+                node = manager.get_node_from_slot(slot_of(keys[0]))
+            except SlotNotCoveredError:
+                left.append(index)
+                continue
+            by_node.setdefault(node.name, (node, []))[1].append(index)
+        if left:
+            refresh_slot_map(client)
+        groups = [(node, indices) for node, indices in by_node.values()]
+        for attempt in range(2):
+            sent = []
+            for node, indices in groups:  # write everything first
                 conn = connections.get(node)
                 try:
-                    replies = _read_replies(conn, packed, len(indices), raise_errors=False)
+                    conn.send_packed_command(self._packed(calls, indices), check_health=False)
                 except (RedisConnectionError, RedisTimeoutError):
                     conn.disconnect()
-                    refresh_slot_map(client)
                     left += indices
-                    break
-                for index, reply in zip(indices, replies):
-                    results[index] = reply
-                indices = [i for i in indices if isinstance(results[i], NoScriptError)]
-                if not indices:
-                    break
-                if attempt == 0:
-                    client.script_load(self.source)  # every master
-            else:
-                left += indices  # still NOSCRIPT: the pipeline loads and runs them
-        left += [i for i, reply in enumerate(results) if isinstance(reply, (AskError, TryAgainError))]  # MOVED too
+                    continue
+                except BaseException:
+                    conn.disconnect()
+                    raise
+                sent.append((conn, indices))
+            noscript: dict[str, tuple[Any, list[int]]] = {}
+            for conn, indices in sent:  # then read each node's replies, in order
+                for n, index in enumerate(indices):
+                    try:
+                        results[index] = conn.read_response()
+                    except ResponseError as exc:
+                        results[index] = exc
+                    except (RedisConnectionError, RedisTimeoutError):
+                        conn.disconnect()  # unread replies would be taken for the next call's
+                        left += indices[n:]
+                        break
+                    except BaseException:
+                        conn.disconnect()
+                        raise
+            if len(left) and attempt == 0:
+                refresh_slot_map(client)
+            for node, indices in groups:
+                missing = [i for i in indices if isinstance(results[i], NoScriptError)]
+                if missing:
+                    noscript[node.name] = (node, missing)
+            if not noscript:
+                break
+            if attempt == 0:
+                client.script_load(self.source)  # every master; then those calls once more
+            groups = list(noscript.values())
+        for index, reply in enumerate(results):
+            if isinstance(reply, MovedError):  # the slot has a new owner: correct the map for the pipeline
+                manager.move_slot(reply)
+            if isinstance(reply, (AskError, TryAgainError, NoScriptError)):  # MovedError is an AskError
+                left.append(index)
         return sorted(set(left))
+
+    def _packed(self, calls: Sequence[tuple[Sequence[str], Sequence[Any]]], indices: list[int],
+                piece: int = 65536) -> list[bytes]:
+        """EVALSHA commands of the calls at ``indices``, RESP-encoded by hiredis (byte for byte what redis-py's
+        encoder makes of str, int and float), in pieces of about ``piece`` bytes: the socket timeout applies
+        to each piece written, as in redis-py's own pipeline, not to a whole node's batch."""
+        pieces: list[bytes] = []
+        chunk: list[bytes] = []
+        size = 0
+        for index in indices:
+            keys, args = calls[index]
+            command = hiredis.pack_command(("EVALSHA", self.sha, len(keys), *keys, *args))
+            chunk.append(command)
+            size += len(command)
+            if size >= piece:
+                pieces.append(b"".join(chunk))
+                chunk, size = [], 0
+        if chunk:
+            pieces.append(b"".join(chunk))
+        return pieces
 
 
 class ThreadConnections:

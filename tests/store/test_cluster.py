@@ -201,28 +201,43 @@ def test_bulk_loads_reload_a_flushed_script_and_survive_a_dropped_connection(clu
     store, writer, _ = parts
     seen = _spy_direct(monkeypatch)
     users = [f"flush-{u}" for u in range(50)]
-    for node in cluster.primaries():  # a restarted or new master has no scripts: NOSCRIPT, loaded, sent again
-        with _admin(node.port) as admin:
-            admin.script_flush()
+    writer.bulk_load_interactions(_frame(users[:1], 1, 1.6e9), batch=200, progress=False)  # loads the script
+    flushed = cluster.primaries()[0]  # a restarted or new master has no scripts: NOSCRIPT, loaded, sent again
+    with _admin(flushed.port) as admin:
+        admin.script_flush()
+    loads = []
+    monkeypatch.setattr(writer.client, "script_load", lambda source, real=writer.client.script_load:
+                        loads.append(source) or real(source), raising=False)
     assert writer.bulk_load_interactions(_frame(users, 200, 1.7e9), batch=200, progress=False) == 200
-    assert seen[-1][1] == 0 and log_length(store) == 200
-    # a connection lost after the node ran the calls (the replies never came): those calls go through the
-    # pipeline again, and the guards keep the log entries written once
-    real = connection._read_replies
+    assert seen[-1][1] == 0 and len(loads) == 1 and log_length(store) == 201
+    # a connection lost after the node ran the calls, with 3 of its replies read: the other calls go through
+    # the pipeline again, whose guards keep each log entry written once; the connection is dropped
+    real_get = connection.ThreadConnections.get
     failed = []
 
-    def once(conn, packed, replies, raise_errors=True):
-        answer = real(conn, packed, replies, raise_errors)
-        if not failed:
-            failed.append(conn)
-            raise redis.exceptions.ConnectionError("reply lost (test)")
-        return answer
+    def get(self, node=None):
+        conn = real_get(self, node)
+        if not failed and "read_response" not in conn.__dict__:
+            reads = []
 
-    monkeypatch.setattr(connection, "_read_replies", once)
+            def read_response(*args, **kwargs):
+                answer = type(conn).read_response(conn, *args, **kwargs)
+                reads.append(answer)
+                if len(reads) == 3:
+                    failed.append(conn)
+                    del conn.read_response  # only this once
+                    raise redis.exceptions.ConnectionError("replies lost (test)")
+                return answer
+
+            conn.read_response = read_response
+        return conn
+
+    monkeypatch.setattr(connection.ThreadConnections, "get", get)
     assert writer.bulk_load_interactions(_frame(users, 200, 1.8e9).assign(item_id="again"), batch=200,
                                          progress=False) == 200
+    assert failed and not failed[0].is_connected
     assert failed and seen[-1][1] > 0
-    assert log_length(store) == 400
+    assert log_length(store) == 401
     assert all("again" in store.get_user(u).seen for u in users)
 
 
@@ -268,3 +283,22 @@ def test_a_stalled_master_opens_only_its_own_circuit(plain_cluster):
     finally:
         os.kill(stalled.process.pid, signal.SIGCONT)
         store.close()
+
+
+def test_direct_sends_encode_like_redis_py_and_come_in_pieces():
+    """What the per-node writes send is byte for byte what redis-py would, cut into ~64 KB pieces (the socket
+    timeout applies per piece written, as in redis-py's own pipeline, not to a whole node's batch)."""
+    from redis.connection import PythonRespSerializer
+
+    from recommender.store.connection import LuaScript
+
+    script = LuaScript("return 1")
+    calls = [([f"{{u{n}}}:seen", f"{{u{n}}}:recent"], ["item-é", 1.5, n, 0.1 + 0.2, 1.7e9 + n / 7, "x" * (n % 300)])
+             for n in range(3000)]
+    pieces = script._packed(calls, list(range(len(calls))))
+    assert len(pieces) > 10 and all(len(p) < 65536 + 1024 for p in pieces)
+    serializer = PythonRespSerializer(1000, lambda value: value if isinstance(value, bytes) else
+                                      __import__("redis").connection.Encoder("utf-8", "strict", False).encode(value))
+    expected = b"".join(b"".join(serializer.pack("EVALSHA", script.sha, len(keys), *keys, *args))
+                        for keys, args in calls)
+    assert b"".join(pieces) == expected

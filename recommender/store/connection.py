@@ -518,6 +518,7 @@ class ThreadConnections:
             or Retry(ExponentialBackoff(cap=0.2, base=0.01), 2)
         self._local = threading.local()
         self._all: weakref.WeakSet = weakref.WeakSet()  # every thread's connections, for close()
+        self._all_lock = threading.Lock()  # a WeakSet must not change while close() copies it
 
     def get(self, node: Any = None) -> redis.connection.AbstractConnection:
         """This thread's own connection (to ``node``, a ClusterNode, on a cluster; created on first use,
@@ -533,7 +534,8 @@ class ThreadConnections:
                 raise ValueError("a cluster connection needs its node")
             source = self.client if node is None else self.client.get_redis_connection(node)
             conn = conns[name] = new_connection(source)
-            self._all.add(conn)
+            with self._all_lock:
+                self._all.add(conn)
         return conn
 
     def for_key(self, key: str) -> redis.connection.AbstractConnection:
@@ -600,7 +602,9 @@ class ThreadConnections:
 
     def close(self) -> None:
         """Disconnect every thread's connections (each reconnects on its next use)."""
-        for conn in list(self._all):
+        with self._all_lock:
+            conns = list(self._all)
+        for conn in conns:
             conn.disconnect()
 
 

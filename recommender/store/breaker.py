@@ -125,6 +125,8 @@ class GuardedReads:
         store = self._store
         if not getattr(store, "cluster", False):
             return None
+        if not getattr(store.client, "built", True):  # no slot map yet; building the client would connect,
+            return None                                # and a circuit must fail fast while Redis is down
         try:
             manager = store.client.resolve().nodes_manager
             return manager.get_node_from_slot(slot_of(store.keys.user_features(user_id))).name

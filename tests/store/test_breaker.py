@@ -107,3 +107,28 @@ def test_guarded_reads_forward_everything_else():
 def test_open_seconds_must_be_positive(bad):
     with pytest.raises(ValueError):
         CircuitBreaker(open_seconds=bad)
+
+
+def test_guarded_reads_on_a_cluster_never_reached_fail_fast_through_the_shared_circuit():
+    """Before the cluster client was ever built there is no slot map: the shared circuit serves, and looking up
+    a master must not try to connect (that would wait out a timeout on every read while the circuit is open)."""
+    import socket
+    import time
+
+    from recommender.store import RedisFeatureStore
+
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never answers: a hung node
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        port = silent.getsockname()[1]
+        store = RedisFeatureStore.from_url(f"redis+cluster://127.0.0.1:{port}", socket_timeout=0.2,
+                                           connect_timeout=0.2)
+        reads = GuardedReads(store, CircuitBreaker(60.0))
+        assert reads.breaker_for("u1") is reads.breaker and not store.client.built
+        with pytest.raises(StoreUnavailableError):
+            reads.get_user("u1")  # waits out its timeouts, then opens the circuit
+        started = time.monotonic()
+        for n in range(10):
+            with pytest.raises(StoreUnavailableError):
+                reads.get_user(f"u{n}")
+        assert time.monotonic() - started < 0.1 and reads.breaker.state == "open"

@@ -105,6 +105,8 @@ def main() -> int:
                                                        "on every request")
     p.add_argument("--rate", type=float, default=0.0, help="with --tail: pace both endpoints at about this "
                                                              "many req/s in all (0: as fast as they answer)")
+    p.add_argument("--reco-app", default=None, help="with --tail: serve /recommend from this WSGI app instead of "
+                                                    "the service's (bench/lean_app.py: the service without Flask)")
     p.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "2")))
     p.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", "2")))
     p.add_argument("--redis-url", default=None, help="use this Redis (keys under a random bench: prefix)")
@@ -135,7 +137,8 @@ def main() -> int:
 
         endpoints = [("trivial /ping", start(app_spec="bench.trivial_app:app", ready_path="/ping"), str(ping_lua),
                       "/ping"),
-                     ("GET /recommend", start(), str(lua), "/")]
+                     ("GET /recommend", start(**({"app_spec": args.reco_app} if args.tail and args.reco_app else {})),
+                      str(lua), "/")]
         services += [e[1] for e in endpoints]
         if args.tail:
             # steady state: each worker's user cache filled once (a restart's cold cache is not the tail asked about)
@@ -185,7 +188,7 @@ def write_tail(pairs: list[tuple[dict, dict]], args, out: Path) -> None:
             f"(about {args.rate:.0f} req/s in all, below both endpoints' saturation)" if args.rate > 0 else
             "closed loop, as fast as the endpoint answers (saturation)")
     lines = ["# Request-path tail (`bench/bench_http.py --tail" + (f" --rate {args.rate:.0f}" if args.rate > 0 else "")
-             + "`)", "",
+             + (f" --reco-app {args.reco_app}" if args.reco_app else "") + "`)", "",
              f"{time.strftime('%Y-%m-%d %H:%M')}; {os.cpu_count()} cores; gunicorn {args.workers} workers x "
              f"{args.threads} threads; wrk 16 connections, {load}; {args.duration} s per run after a 2 s warm-up "
              f"(and one 10 s run of /recommend before the first pair, so that every worker's user cache is filled); "

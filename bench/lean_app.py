@@ -1,0 +1,40 @@
+"""Bench-only WSGI app: GET /recommend/<id> without Flask, around the real service.
+
+NOT the service. ``bench/bench_http.py --tail N --reco-app bench.lean_app:app`` serves it in place of the
+real app: the same ``RecommendationService.recommend`` (user cache, fold-in, blend, impression log) and the
+same JSON, but no Flask request context, routing, view argument parsing, error handlers or request metrics
+(every other path goes to the real Flask app). What is left between it and the trivial endpoint is the
+model and the service; what it gains over the real app is what a leaner HTTP layer could gain.
+
+Run: gunicorn -c app/gunicorn_conf.py bench.lean_app:app (with the service's environment).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+import orjson
+
+from app import create_app
+
+flask_app = create_app()
+service = flask_app.extensions["reco"]
+PREFIX = "/recommend/"
+
+
+def app(environ, start_response):
+    """GET /recommend/<id>[?n=] straight to the service; anything else to Flask."""
+    path = environ.get("PATH_INFO", "")
+    if environ.get("REQUEST_METHOD") != "GET" or not path.startswith(PREFIX):
+        return flask_app(environ, start_response)
+    user_id = path[len(PREFIX):].encode("latin-1").decode("utf-8", "replace")  # WSGI strings are latin-1
+    query = dict(parse_qsl(environ.get("QUERY_STRING", "")))
+    answer = service.recommend(user_id, int(query["n"]) if "n" in query else None)
+    items = [{"item_id": item, "score": round(score, 6)} for item, score in answer.items]
+    for slot in answer.explored:
+        items[slot]["explored"] = True
+    body = orjson.dumps({"user_id": answer.user_id, "recommendation_id": answer.recommendation_id,
+                         "model_version": answer.model_version, "variant": answer.variant,
+                         "strategy": answer.strategy, "degraded": answer.degraded, "items": items})
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]

@@ -10,8 +10,8 @@ connections the service also runs with USER_CACHE_SIZE=0 (Redis read on every re
 then /recommend, after giving every demo user 5 interactions written after the model's training snapshot,
 so that every request folds them in (FOLD_IN on, the most expensive answer), and reports each pair's
 p99 ratio (target: /recommend's p99 <= 2x the trivial p99 of the same pair, in every pair).
-``--tail N --rate R`` paces every connection (wrk's ``delay()``: 16 connections x one request per
-16,000 / R ms, plus the answer's own time) so that both endpoints get about the same R req/s below
+``--tail N --rate R`` paces every connection (wrk's ``delay()``, whole ms: each of the 16 connections
+waits round(16,000 / R) ms before each request, plus the answer's own time) so that both endpoints get about the same R req/s below
 saturation: at saturation a closed loop's latency is connections / throughput (Little's law), so there
 p99 follows the CPU cost of a request; at an equal moderate rate it shows what stalls would (a pause of
 the request threads lengthens every answer caught in it, whatever the load).
@@ -59,12 +59,19 @@ request = function()
 end
 """
 
-# --rate: each of the 16 connections waits this many ms before each request (wrk's delay() hook)
+# --rate: each of the 16 connections waits this many ms before each request (wrk's delay() hook, which
+# takes whole milliseconds)
 PACED = """
 delay = function()
-  return %(delay).3f
+  return %(delay)d
 end
 """
+
+
+def delay_ms(rate: float) -> int:
+    """The whole milliseconds each of the 16 connections waits before a request for about ``rate`` req/s
+    in all (plus the answers' own time, so a little less)."""
+    return max(1, round(16_000.0 / rate))
 
 
 def parse_wrk(text: str) -> dict:
@@ -129,9 +136,11 @@ def main() -> int:
         if args.tail:
             fresh_interactions(store)
         lua, ping_lua = tmp / "users.lua", tmp / "ping.lua"
-        paced = LUA + PACED % {"delay": 16_000.0 / args.rate} if args.tail and args.rate > 0 else LUA
+        paced = LUA + PACED % {"delay": delay_ms(args.rate)} if args.tail and args.rate > 0 else LUA
         lua.write_text(paced % {"seed": 42, "users": 3000, "before": "/recommend/u", "after": "?n=10"})
         ping_lua.write_text(paced % {"seed": 42, "users": 3000, "before": "/ping?u=", "after": ""})
+        fill_lua = tmp / "fill.lua"  # unpaced: the cache fill before the tail pairs reaches every user
+        fill_lua.write_text(LUA % {"seed": 7, "users": 3000, "before": "/recommend/u", "after": "?n=10"})
         def start(settings=settings, **kwargs):
             return start_gunicorn(settings, tmp, args.workers, args.threads, **kwargs)
 
@@ -142,11 +151,12 @@ def main() -> int:
         services += [e[1] for e in endpoints]
         if args.tail:
             # steady state: each worker's user cache filled once (a restart's cold cache is not the tail asked about)
-            run_wrk(endpoints[1][1].base + endpoints[1][3], 16, 10, endpoints[1][2])
+            run_wrk(endpoints[1][1].base + endpoints[1][3], 16, 10, str(fill_lua))
             pairs = [(measure(endpoints[0][0], endpoints[0][1].base + endpoints[0][3], 16, args, endpoints[0][2]),
                       measure(endpoints[1][0], endpoints[1][1].base + endpoints[1][3], 16, args, endpoints[1][2]))
                      for _ in range(args.tail)]
-            write_tail(pairs, args, Path(args.out + ("_tail_paced" if args.rate > 0 else "_tail")))
+            write_tail(pairs, args, Path(args.out + ("_tail_paced" if args.rate > 0 else "_tail")
+                                         + ("_" + args.reco_app.split(":")[0].split(".")[-1] if args.reco_app else "")))
             return 0
         connections = [int(x) for x in args.connections.split(",")]
         rows = [measure(name, service.base + path, c, args, script)
@@ -184,14 +194,15 @@ def fresh_interactions(store, users: int = 3000, per_user: int = 5) -> None:
 def write_tail(pairs: list[tuple[dict, dict]], args, out: Path) -> None:
     """The tail check's table: per pair, both p50s and p99s, the p99 ratio (target <= 2x) and the throughput
     ratio; how many pairs meet the 2x target."""
-    load = (f"each connection paced at one request per {16_000.0 / args.rate:.1f} ms plus the answer's time "
-            f"(about {args.rate:.0f} req/s in all, below both endpoints' saturation)" if args.rate > 0 else
+    load = (f"each connection waiting {delay_ms(args.rate)} ms before each request (wrk's delay(); about "
+            f"{args.rate:.0f} req/s in all, below both endpoints' saturation)" if args.rate > 0 else
             "closed loop, as fast as the endpoint answers (saturation)")
     lines = ["# Request-path tail (`bench/bench_http.py --tail" + (f" --rate {args.rate:.0f}" if args.rate > 0 else "")
              + (f" --reco-app {args.reco_app}" if args.reco_app else "") + "`)", "",
              f"{time.strftime('%Y-%m-%d %H:%M')}; {os.cpu_count()} cores; gunicorn {args.workers} workers x "
              f"{args.threads} threads; wrk 16 connections, {load}; {args.duration} s per run after a 2 s warm-up "
-             f"(and one 10 s run of /recommend before the first pair, so that every worker's user cache is filled); "
+             f"(and one unpaced 10 s run of /recommend before the first pair, so that every worker's user cache is "
+             f"filled); "
              f"random demo users (3,000 users x 2,000 items, weak world), each with 5 interactions written after the "
              f"model's training snapshot, so every /recommend folds them in (FOLD_IN=true). Load average at the end: "
              f"{os.getloadavg()[0]:.2f}.", "",

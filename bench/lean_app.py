@@ -2,8 +2,9 @@
 
 NOT the service. ``bench/bench_http.py --tail N --reco-app bench.lean_app:app`` serves it in place of the
 real app: the same ``RecommendationService.recommend`` (user cache, fold-in, blend, impression log) and the
-same JSON, but no Flask request context, routing, view argument parsing, error handlers or request metrics
-(every other path goes to the real Flask app). What is left between it and the trivial endpoint is the
+same JSON and the same recommendations counter, but no Flask request context, routing, view argument
+parsing, error handlers or request latency histogram (every other path, and a request whose ``n`` is not an
+integer, goes to the real Flask app). What is left between it and the trivial endpoint is the
 model and the service; what it gains over the real app is what a leaner HTTP layer could gain.
 
 Run: gunicorn -c app/gunicorn_conf.py bench.lean_app:app (with the service's environment).
@@ -15,7 +16,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from app import create_app
+from app import create_app, metrics
 
 flask_app = create_app()
 service = flask_app.extensions["reco"]
@@ -29,12 +30,20 @@ def app(environ, start_response):
         return flask_app(environ, start_response)
     user_id = path[len(PREFIX):].encode("latin-1").decode("utf-8", "replace")  # WSGI strings are latin-1
     query = dict(parse_qsl(environ.get("QUERY_STRING", "")))
-    answer = service.recommend(user_id, int(query["n"]) if "n" in query else None)
+    try:
+        n = int(query["n"]) if "n" in query else None
+    except ValueError:
+        return flask_app(environ, start_response)  # its 400
+    answer = service.recommend(user_id, n)
+    metrics.child(metrics.RECOMMENDATIONS, answer.strategy, "true" if answer.degraded else "false").inc()
     items = [{"item_id": item, "score": round(score, 6)} for item, score in answer.items]
     for slot in answer.explored:
         items[slot]["explored"] = True
     body = orjson.dumps({"user_id": answer.user_id, "recommendation_id": answer.recommendation_id,
                          "model_version": answer.model_version, "variant": answer.variant,
-                         "strategy": answer.strategy, "degraded": answer.degraded, "items": items})
+                         "strategy": answer.strategy, "degraded": answer.degraded, "items": items}) + b"\n"
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+app.extensions = flask_app.extensions  # what gunicorn_conf's worker_exit stops (the impression writer's last flush)

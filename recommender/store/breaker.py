@@ -30,10 +30,11 @@ T = TypeVar("T")
 class CircuitBreaker:
     """Fail fast on StoreUnavailableError for ``open_seconds`` after one; then probe with one call."""
 
-    def __init__(self, open_seconds: float = 1.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, open_seconds: float = 1.0, clock: Callable[[], float] = time.monotonic, name: str = "Redis"):
         if not open_seconds > 0:
             raise ValueError(f"open_seconds must be > 0, got {open_seconds!r}")
         self.open_seconds = float(open_seconds)
+        self.name = name  # what the log says failed (a cluster master: "Redis master host:port")
         self._clock = clock
         self._lock = threading.Lock()
         self._open_until = 0.0  # 0: closed
@@ -65,8 +66,8 @@ class CircuitBreaker:
         except StoreUnavailableError:
             with self._lock:
                 if not self._open_until:
-                    log.warning("Redis read failed: answering from the model alone for %.1f s, then probing",
-                                self.open_seconds)
+                    log.warning("%s read failed: answering from the model alone for %.1f s, then probing",
+                                self.name, self.open_seconds)
                 self._open_until = self._clock() + self.open_seconds
                 self._probing = False
             raise
@@ -76,7 +77,7 @@ class CircuitBreaker:
             raise
         with self._lock:
             if self._open_until:
-                log.info("Redis answers again: circuit closed")
+                log.info("%s answers again: circuit closed", self.name)
             self._open_until = 0.0
             self._probing = False
         return result
@@ -115,9 +116,20 @@ class GuardedReads:
             with self._lock:
                 found = self._per_master.get(master)
                 if found is None:
-                    found = self._per_master[master] = CircuitBreaker(self.breaker.open_seconds,
-                                                                      clock=self.breaker._clock)
+                    self._forget_gone_masters()
+                    found = self._per_master[master] = CircuitBreaker(
+                        self.breaker.open_seconds, clock=self.breaker._clock, name=f"Redis master {master}")
         return found
+
+    def _forget_gone_masters(self) -> None:
+        """Drop the circuits of nodes the slot map no longer knows (a replaced node's address), so that the
+        dict stays as small as the cluster; called with the lock held, when a master is first seen."""
+        try:
+            known = set(self._store.client.resolve().nodes_manager.nodes_cache)
+        except Exception:  # noqa: BLE001 - keep them; the next new master tries again
+            return
+        for name in [n for n in self._per_master if n not in known]:
+            del self._per_master[name]
 
     def _master_of(self, user_id: str) -> str | None:
         """host:port of the master serving the user's slot on a cluster, None on one Redis (or while the

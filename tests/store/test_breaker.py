@@ -132,3 +132,4 @@ def test_guarded_reads_on_a_cluster_never_reached_fail_fast_through_the_shared_c
             with pytest.raises(StoreUnavailableError):
                 reads.get_user(f"u{n}")
         assert time.monotonic() - started < 0.1 and reads.breaker.state == "open"
+        store.close()

@@ -243,9 +243,16 @@ def test_bulk_loads_reload_a_flushed_script_and_survive_a_dropped_connection(clu
 
 @pytest.fixture(scope="module")
 def plain_cluster(tmp_path_factory):
-    """3 masters, no replicas (a stalled master stays the owner of its slots)."""
-    nodes = LocalRedisCluster(tmp_path_factory.mktemp("cluster-plain")).start()
+    """3 masters, no replicas (a stalled master stays the owner of its slots); a master silent for 30 s
+    would be marked failed (never here: the cluster must stay up while one is stopped for a second)."""
+    import os
+    import signal
+
+    nodes = LocalRedisCluster(tmp_path_factory.mktemp("cluster-plain"), node_timeout=30_000).start()
     yield nodes
+    for node in nodes.nodes:  # a stopped process would not end on SIGTERM
+        if node.process is not None and node.process.poll() is None:
+            os.kill(node.process.pid, signal.SIGCONT)
     nodes.stop()
 
 

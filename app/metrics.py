@@ -111,4 +111,4 @@ def render() -> Response:
         data = generate_latest(registry)
     else:
         data = generate_latest(REGISTRY)
-    return Response(data, mimetype=CONTENT_TYPE_LATEST)
+    return Response(data, content_type=CONTENT_TYPE_LATEST)  # as is: a mimetype would get a second charset

@@ -291,7 +291,9 @@ def test_health_ready_model_metrics_openapi(env):
     assert {"warm_users", "feature_users", "fresh_users", "new_items"} <= set(selection["populations"])
     assert selection["candidates"] and model["policy"] == selection["chosen"]["policy"]
     get(env, "/recommend/u1")
-    text = get(env, "/metrics").text
+    scraped = get(env, "/metrics")
+    text = scraped.text
+    assert scraped.headers["Content-Type"] == __import__("prometheus_client").CONTENT_TYPE_LATEST  # one charset
     assert 'reco_http_request_duration_seconds_bucket{endpoint="/recommend/<path:user_id>"' in text
     assert "reco_model_swaps_total" in text and "reco_model_info" in text
     doc = get(env, "/openapi.json").json()

@@ -58,16 +58,22 @@ def _admin(svc: RecommendationService) -> None:
     require_admin(svc.settings.admin_token)
 
 
-def _recommendation(answer, user_id):
-    """The JSON of an answer (GET and POST /recommend alike); explored slots are marked per item."""
+def recommendation_body(answer, user_id) -> dict:
+    """The JSON object of an answer (GET and POST /recommend alike; explored slots are marked per item),
+    counted in the recommendations metric."""
     metrics.child(metrics.RECOMMENDATIONS, answer.strategy, "true" if answer.degraded else "false").inc()
     explored = set(answer.explored)
     items = [{"item_id": item, "score": round(score, 6)} for item, score in answer.items]
     for slot in explored:
         items[slot]["explored"] = True
-    return jsonify({"user_id": user_id, "recommendation_id": answer.recommendation_id,
-                    "model_version": answer.model_version, "variant": answer.variant, "strategy": answer.strategy,
-                    "degraded": answer.degraded, "items": items})
+    return {"user_id": user_id, "recommendation_id": answer.recommendation_id,
+            "model_version": answer.model_version, "variant": answer.variant, "strategy": answer.strategy,
+            "degraded": answer.degraded, "items": items}
+
+
+def _recommendation(answer, user_id):
+    """The JSON response of an answer."""
+    return jsonify(recommendation_body(answer, user_id))
 
 
 def _id_list(args, name: str) -> list[str] | None:

@@ -16,7 +16,8 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from app import create_app, metrics
+from app import create_app
+from app.views import recommendation_body
 
 flask_app = create_app()
 service = flask_app.extensions["reco"]
@@ -35,13 +36,7 @@ def app(environ, start_response):
     except ValueError:
         return flask_app(environ, start_response)  # its 400
     answer = service.recommend(user_id, n)
-    metrics.child(metrics.RECOMMENDATIONS, answer.strategy, "true" if answer.degraded else "false").inc()
-    items = [{"item_id": item, "score": round(score, 6)} for item, score in answer.items]
-    for slot in answer.explored:
-        items[slot]["explored"] = True
-    body = orjson.dumps({"user_id": answer.user_id, "recommendation_id": answer.recommendation_id,
-                         "model_version": answer.model_version, "variant": answer.variant,
-                         "strategy": answer.strategy, "degraded": answer.degraded, "items": items}) + b"\n"
+    body = orjson.dumps(recommendation_body(answer, answer.user_id)) + b"\n"  # as the app's JSON provider
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]
 

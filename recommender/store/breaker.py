@@ -135,10 +135,10 @@ class GuardedReads:
         """host:port of the master serving the user's slot on a cluster, None on one Redis (or while the
         slot map is unknown, or for an id the store will refuse anyway)."""
         store = self._store
-        if not getattr(store, "cluster", False):
+        # one Redis; or a cluster client not built yet: no slot map, and building it would connect while the
+        # circuit must fail fast
+        if not getattr(store, "cluster", False) or not store.client.built:
             return None
-        if not getattr(store.client, "built", True):  # no slot map yet; building the client would connect,
-            return None                                # and a circuit must fail fast while Redis is down
         try:
             manager = store.client.resolve().nodes_manager
             return manager.get_node_from_slot(slot_of(store.keys.user_features(user_id))).name

@@ -401,7 +401,6 @@ class LuaScript:
                 raise reply
         return results
 
-
     def _many_direct(self, client: Any, cluster: Any, calls: Sequence[tuple[Sequence[str], Sequence[Any]]],
                      connections: "ThreadConnections", results: list[Any]) -> list[int]:
         """Each node's calls packed by hiredis and written on this thread's connection to the node (every
@@ -425,7 +424,7 @@ class LuaScript:
             by_node.setdefault(node.name, (node, []))[1].append(index)
         if left:
             refresh_slot_map(client)
-        groups = [(node, indices) for node, indices in by_node.values()]
+        groups = list(by_node.values())
         for attempt in range(2):
             sent = []
             for node, indices in groups:  # write everything first
@@ -454,7 +453,7 @@ class LuaScript:
                     except BaseException:
                         conn.disconnect()
                         raise
-            if len(left) and attempt == 0:
+            if left and attempt == 0:
                 refresh_slot_map(client)
             for node, indices in groups:
                 missing = [i for i in indices if isinstance(results[i], NoScriptError)]

@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 import requests
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from recommender.model import LFMRecommender
 from recommender.store.jobs import current_version
@@ -293,7 +294,7 @@ def test_health_ready_model_metrics_openapi(env):
     get(env, "/recommend/u1")
     scraped = get(env, "/metrics")
     text = scraped.text
-    assert scraped.headers["Content-Type"] == __import__("prometheus_client").CONTENT_TYPE_LATEST  # one charset
+    assert scraped.headers["Content-Type"] == CONTENT_TYPE_LATEST  # one charset (Flask adds none)
     assert 'reco_http_request_duration_seconds_bucket{endpoint="/recommend/<path:user_id>"' in text
     assert "reco_model_swaps_total" in text and "reco_model_info" in text
     doc = get(env, "/openapi.json").json()

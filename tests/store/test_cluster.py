@@ -304,8 +304,8 @@ def test_direct_sends_encode_like_redis_py_and_come_in_pieces():
              for n in range(3000)]
     pieces = script._packed(calls, list(range(len(calls))))
     assert len(pieces) > 10 and all(len(p) < 65536 + 1024 for p in pieces)
-    serializer = PythonRespSerializer(1000, lambda value: value if isinstance(value, bytes) else
-                                      __import__("redis").connection.Encoder("utf-8", "strict", False).encode(value))
+    encoder = redis.connection.Encoder("utf-8", "strict", False)
+    serializer = PythonRespSerializer(1000, encoder.encode)
     expected = b"".join(b"".join(serializer.pack("EVALSHA", script.sha, len(keys), *keys, *args))
                         for keys, args in calls)
     assert b"".join(pieces) == expected

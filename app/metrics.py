@@ -16,6 +16,8 @@ REQUEST_LATENCY = Histogram("reco_http_request_duration_seconds", "HTTP request 
 RECOMMENDATIONS = Counter("reco_recommendations_total", "Recommendations served", ["strategy", "degraded"])
 USER_CACHE = Counter("reco_user_cache_lookups_total", "User record lookups on the request path by result "
                      "(hit, miss, or bypass while Redis invalidations are not being received)", ["result"])
+RESULT_CACHE = Counter("reco_result_cache_lookups_total", "Answers RESULT_CACHE could keep, by whether the "
+                       "ranking came from the user's cache entry (hit) or was computed (miss)", ["result"])
 MODEL_INFO = Gauge("reco_model_info", "1 for the model version a process serves", ["version"],
                    multiprocess_mode="liveall")
 MODEL_SWAPS = Counter("reco_model_swaps_total", "Model snapshots swapped in (new versions and item refreshes)")
@@ -74,7 +76,8 @@ def hooks():
 
     return Hooks(on_user_lookup=lambda result: child(USER_CACHE, result).inc(), on_swap=on_swap,
                  on_retrain=lambda seconds, outcome: RETRAIN_SECONDS.labels(outcome).observe(seconds),
-                 on_answer=on_answer, on_attribution=on_attribution)
+                 on_answer=on_answer, on_attribution=on_attribution,
+                 on_result_cache=lambda result: child(RESULT_CACHE, result).inc())
 
 
 def init_app(app: Flask) -> None:

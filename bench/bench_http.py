@@ -114,6 +114,9 @@ def main() -> int:
                                                              "many req/s in all (0: as fast as they answer)")
     p.add_argument("--reco-app", default=None, help="with --tail: serve /recommend from this WSGI app instead of "
                                                     "the service's (bench/lean_app.py: the service without Flask)")
+    p.add_argument("--result-cache", choices=("on", "off"), default="on",
+                   help="with --tail: RESULT_CACHE of the /recommend service (off: every request computes its "
+                        "ranking, fold-in included)")
     p.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "2")))
     p.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", "2")))
     p.add_argument("--redis-url", default=None, help="use this Redis (keys under a random bench: prefix)")
@@ -146,7 +149,8 @@ def main() -> int:
 
         endpoints = [("trivial /ping", start(app_spec="bench.trivial_app:app", ready_path="/ping"), str(ping_lua),
                       "/ping"),
-                     ("GET /recommend", start(**({"app_spec": args.reco_app} if args.tail and args.reco_app else {})),
+                     ("GET /recommend", start(settings=settings.with_(result_cache=args.result_cache == "on"),
+                                              **({"app_spec": args.reco_app} if args.tail and args.reco_app else {})),
                       str(lua), "/")]
         services += [e[1] for e in endpoints]
         if args.tail:
@@ -156,7 +160,8 @@ def main() -> int:
                       measure(endpoints[1][0], endpoints[1][1].base + endpoints[1][3], 16, args, endpoints[1][2]))
                      for _ in range(args.tail)]
             write_tail(pairs, args, Path(args.out + ("_tail_paced" if args.rate > 0 else "_tail")
-                                         + ("_" + args.reco_app.split(":")[0].split(".")[-1] if args.reco_app else "")))
+                                         + ("_" + args.reco_app.split(":")[0].split(".")[-1] if args.reco_app else "")
+                                         + ("_computed" if args.result_cache == "off" else "")))
             return 0
         connections = [int(x) for x in args.connections.split(",")]
         rows = [measure(name, service.base + path, c, args, script)
@@ -204,18 +209,22 @@ def write_tail(pairs: list[tuple[dict, dict]], args, out: Path) -> None:
              f"(and one unpaced 10 s run of /recommend before the first pair, so that every worker's user cache is "
              f"filled); "
              f"random demo users (3,000 users x 2,000 items, weak world), each with 5 interactions written after the "
-             f"model's training snapshot, so every /recommend folds them in (FOLD_IN=true). Load average at the end: "
-             f"{os.getloadavg()[0]:.2f}.", "",
+             f"model's training snapshot, so every answer folds them in (FOLD_IN=true); "
+             + ("RESULT_CACHE=false: every request computes its ranking" if args.result_cache == "off" else
+                "RESULT_CACHE=true: a worker computes a user's ranking once per user record and model snapshot, "
+                "then answers repeats from the user's cache entry (hit rate per row)")
+             + f". Load average at the end: {os.getloadavg()[0]:.2f}.", "",
              "| pair | trivial req/s | trivial p50 / p99 ms | /recommend req/s | /recommend p50 / p99 ms | "
-             "req/s ratio | p99 ratio | <= 2x |",
-             "|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+             "req/s ratio | p99 ratio | <= 2x | result cache hits |",
+             "|---:|---:|---:|---:|---:|---:|---:|:---:|---:|"]
     passed = 0
     for n, (trivial, reco) in enumerate(pairs, start=1):
         ratio = reco["p99"] / trivial["p99"]
         passed += ratio <= 2.0
         lines.append(f"| {n} | {trivial['rps']:.0f} | {trivial['p50']:.2f} / {trivial['p99']:.2f} | {reco['rps']:.0f} | "
                      f"{reco['p50']:.2f} / {reco['p99']:.2f} | {reco['rps'] / trivial['rps']:.2f} | {ratio:.2f} | "
-                     f"{'yes' if ratio <= 2.0 else 'NO'} |")
+                     f"{'yes' if ratio <= 2.0 else 'NO'} | "
+                     f"{'' if reco.get('result_hit_rate') is None else format(reco['result_hit_rate'], '.1%')} |")
     lines += ["", f"{passed} of {len(pairs)} pairs within 2x."]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
@@ -238,20 +247,25 @@ def measure(name: str, url: str, connections: int, args, script: str | None) -> 
     total = sum(lookups.values())
     result["hit_rate"] = lookups["hit"] / total if total else None
     hits = f"  user cache hits {result['hit_rate']:.1%}" if total else ""
+    results = {k: after.get("result_" + k, 0) - before.get("result_" + k, 0) for k in ("hit", "miss")}
+    result["result_hit_rate"] = results["hit"] / sum(results.values()) if sum(results.values()) else None
+    hits += f", result cache hits {result['result_hit_rate']:.1%}" if result["result_hit_rate"] is not None else ""
     print(f"{name:34s} c={connections:3d}  {result['rps']:8.0f} req/s  p50 {result['p50']:6.2f} ms  "
           f"p99 {result['p99']:6.2f} ms  errors {result['socket_errors'] + result['non_2xx']}{hits}", flush=True)
     return {"endpoint": name, "connections": connections, **result}
 
 
 def cache_lookups(url: str) -> dict:
-    """reco_user_cache_lookups_total by result, summed over the workers ({} for apps without it)."""
+    """reco_user_cache_lookups_total by result ("hit", ...) and reco_result_cache_lookups_total by result
+    ("result_hit", ...), summed over the workers ({} for apps without them)."""
     base = url.split("/", 3)
     text = requests.get(f"{base[0]}//{base[2]}/metrics", timeout=5).text
     out: dict = {}
     for line in text.splitlines():
-        m = re.match(r'reco_user_cache_lookups_total\{result="(\w+)"\} ([\d.e+]+)', line)
+        m = re.match(r'reco_(user|result)_cache_lookups_total\{result="(\w+)"\} ([\d.e+]+)', line)
         if m:
-            out[m.group(1)] = out.get(m.group(1), 0) + float(m.group(2))
+            key = m.group(2) if m.group(1) == "user" else "result_" + m.group(2)
+            out[key] = out.get(key, 0) + float(m.group(3))
     return out
 
 

@@ -20,6 +20,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 from .errors import InvalidInputError, NoModelError, NotFoundError, StoreUnavailableError
 from .features import check_feature_name, check_id, check_weight
 from .model import STRATEGY_INTERACTIONS
+from .model.index import Ranking
 from .model.artifact_store import artifact_store_from_settings
 from .serving import ModelHolder, ModelSnapshot, ModelWatcher
 from .settings import Settings
@@ -40,6 +41,7 @@ RECOMMENDATION_ID = re.compile(r"^[0-9a-f]{32}$")
 ATTRIBUTION_GRACE = 1.5  # seconds an answer may take to reach Redis (writers flush every 0.5 s; margin)
 STRATEGY_SESSION = "session"  # POST /recommend for a user the model does not know: its session folded in
 SESSION_USER = "\x00session\x00"  # the id a session without user_id is scored as (no real id can be it)
+RESULT_CACHE_KEYS = 4  # rankings (option sets, model snapshots) one user-cache entry keeps at most
 DEFAULT_HISTORY_LIMIT = 20  # retrain jobs GET /retrain answers without ?limit=
 
 
@@ -82,6 +84,7 @@ class Hooks:
     on_retrain: Callable[[float, str], None] | None = None  # (seconds, outcome) after every training run
     on_answer: Callable[[Recommendation], None] | None = None  # every answer given (impression counters)
     on_attribution: Callable[[Attribution], None] | None = None  # every interaction attributed to an answer
+    on_result_cache: Callable[[str], None] | None = None  # "hit" or "miss" per answer RESULT_CACHE could keep
 
 
 @dataclass
@@ -218,8 +221,8 @@ class RecommendationService:
     def _answer(self, lane: Lane, snap: ModelSnapshot, user_id: str, ranking, degraded: bool,
                 rid: str, context: str) -> Recommendation:
         """The Recommendation of a ranking, logged as an impression (buffered: no I/O here)."""
-        answer = Recommendation(user_id, snap.version, ranking.strategy, degraded, ranking.items, ranking.unscorable,
-                                rid, lane.variant.name, list(ranking.explored))
+        answer = Recommendation(user_id, snap.version, ranking.strategy, degraded, list(ranking.items),
+                                list(ranking.unscorable), rid, lane.variant.name, list(ranking.explored))
         if self.impressions is not None and answer.items:
             self.impressions.add(Impression(rid, user_id, answer.items, answer.strategy, snap.version,
                                             lane.variant.name, answer.explored, ranking.explore_pool,
@@ -267,11 +270,31 @@ class RecommendationService:
         if excluded:
             skip = skip | set(excluded)
         rid = new_recommendation_id()
-        ranking = snap.model.rank(uid, n, user_features=features, item_features=snap.items,
-                                  item_ids=candidates, exclude=skip, filters=groups,
-                                  interactions=self._fold_in_items(lane, snap, uid, record),
-                                  explore=self._explore(lane, rid),
-                                  approximate=True)  # used only when the model was published with an index
+        explore = self._explore(lane, rid)
+        # RESULT_CACHE: the ranking is a function of the snapshot, this record and the options, so it is kept
+        # in the record's user-cache entry (record.memo) and dropped with it. Always computed: answers that
+        # draw at random, carry per-request candidates, exclusions or filters, or whose fold-in weights
+        # depend on the clock (a recency half-life)
+        memo = record.memo if (lane.settings.result_cache and explore is None and candidates is None
+                               and not excluded and not groups
+                               and snap.model.policy.fold_in.half_life_hours is None) else None
+        key = (lane.variant.name, snap.serial, n, exclude_seen)
+        kept = None if memo is None else memo.get(key)
+        if memo is not None and self.hooks.on_result_cache is not None:
+            self.hooks.on_result_cache("miss" if kept is None else "hit")
+        if kept is not None:
+            ranking = Ranking(list(kept[0]), kept[1], list(kept[2]), dict(kept[3]), kept[4])
+        else:
+            ranking = snap.model.rank(uid, n, user_features=features, item_features=snap.items,
+                                      item_ids=candidates, exclude=skip, filters=groups,
+                                      interactions=self._fold_in_items(lane, snap, uid, record), explore=explore,
+                                      approximate=True)  # used only when the model was published with an index
+            if memo is not None:
+                if len(memo) >= RESULT_CACHE_KEYS:  # an entry keeps a few option sets; older ones go at once
+                    memo.clear()
+                # kept as tuples of atoms, which the garbage collector stops tracking (see UserCache)
+                memo[key] = (tuple(ranking.items), ranking.strategy, tuple(ranking.unscorable),
+                             tuple(ranking.ignored_features.items()), ranking.approximate)
         context = "restricted" if candidates is not None or groups else "user"
         return self._answer(lane, snap, uid, ranking, degraded, rid, context)
 

@@ -9,6 +9,7 @@ interactions but that was never PUT, or was deleted, is never recommended).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -23,6 +24,7 @@ from .model.artifact_store import ArtifactStore, LocalArtifactStore
 from .store.jobs import current_version
 
 log = logging.getLogger(__name__)
+_SERIALS = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,9 @@ class ModelSnapshot:
     items: PreparedItems  # new catalogue items and known items whose features changed since training
     item_features: dict = field(repr=False)  # the raw features behind ``items``
     recommendable: np.ndarray = field(repr=False, default=None)  # per known item: in the catalogue now
+    # unique per snapshot in this process (a new version or a catalogue refresh): what results computed
+    # from it are keyed by (RESULT_CACHE), without holding the snapshot itself
+    serial: int = field(default_factory=lambda: next(_SERIALS), compare=False)
 
     @property
     def data_snapshot_at(self) -> float:

@@ -55,6 +55,7 @@ class Settings:
     watch_interval: float = 1.0  # seconds between checks for a new model version and item changes
     user_cache_size: int = 10_000  # users per process whose records are cached (Redis-invalidated); 0 = off
     user_cache_ttl: float = 300.0  # backstop only: invalidations keep entries current (redis-py's own cache has no TTL)
+    result_cache: bool = True  # keep each cached user's ranking with its user-cache entry (dropped with it)
     trainer_in_app: bool = False  # run the trainer loop as a thread of every app process
     fold_in: bool = True  # use interactions the model did not train on at request time (method: the model's)
     blends: bool = True  # let the trainer blend co-occurrence and popularity with LightFM where validation says so
@@ -94,6 +95,7 @@ class Settings:
         "idempotency_ttl": "IDEMPOTENCY_TTL", "max_interactions": "MAX_INTERACTIONS",
         "watch_interval": "WATCH_INTERVAL",
         "user_cache_size": "USER_CACHE_SIZE", "user_cache_ttl": "USER_CACHE_TTL",
+        "result_cache": "RESULT_CACHE",
         "trainer_in_app": "TRAINER_IN_APP", "fold_in": "FOLD_IN", "blends": "BLENDS", "item_item": "ITEM_ITEM",
         "exploration_rate": "EXPLORATION_RATE", "impressions_max": "IMPRESSIONS_MAX",
         "impression_ttl": "IMPRESSION_TTL", "variants": "VARIANTS",

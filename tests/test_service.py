@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -134,3 +135,78 @@ def test_stop_writes_the_impressions_first_and_does_not_wait_for_a_running_retra
     release.set()
     assert took < 3.0, took
     assert len(list(service.impression_log.read())) == 3
+
+
+@pytest.fixture
+def cached(service):
+    """The service behind a live, Redis-invalidated user cache, counting RESULT_CACHE lookups."""
+    from recommender.service import Hooks
+    from recommender.store.usercache import UserCache
+
+    lookups: list[str] = []
+    service.users = UserCache(service.store, maxsize=100, ttl=60).start()
+    assert service.users.wait_live(5), "tracking was not established"
+    service.hooks = Hooks(on_result_cache=lookups.append)
+    yield service, lookups
+    service.users.stop()
+
+
+def test_a_repeated_request_is_answered_from_the_users_cache_entry_as_computed(cached, world, model):
+    service, lookups = cached
+    users = list(world.interactions["user_id"].drop_duplicates()[:20]) + ["nobody-knows"]
+    first = [service.recommend(u, 7) for u in users]
+    second = [service.recommend(u, 7) for u in users]
+    assert lookups == ["miss"] * len(users) + ["hit"] * len(users)
+    assert [a.items for a in second] == [a.items for a in first]
+    assert [a.strategy for a in second] == [a.strategy for a in first]
+    assert len({a.recommendation_id for a in first + second}) == 2 * len(users)  # each answer its own id
+    for user, answer in zip(users[:20], second):  # independent reference: the library on the store's record
+        features, seen, _ = service.store.get_user(user)
+        assert answer.items == model.recommend(user, 7, user_features=features, exclude=seen)
+    service.settings = service.lanes[0].settings = replace(service.settings, result_cache=False)
+    lookups.clear()
+    assert [service.recommend(u, 7).items for u in users] == [a.items for a in first]
+    assert lookups == []  # RESULT_CACHE=false: computed every time
+
+
+def test_a_write_to_the_user_drops_its_kept_ranking_before_the_next_request(cached, world):
+    service, lookups = cached
+    user = world.interactions["user_id"].iloc[0]
+    top = [i for i, _ in service.recommend(user, 5).items]
+    assert [i for i, _ in service.recommend(user, 5).items] == top and lookups == ["miss", "hit"]
+    service.add_interactions([{"user_id": user, "item_id": top[0], "weight": 1.0}])
+    after = [i for i, _ in service.recommend(user, 5).items]
+    assert lookups[-1] == "miss" and top[0] not in after and after[:4] == top[1:]
+    service.set_user_features(user, {})  # a feature write drops it too
+    service.recommend(user, 5)
+    assert lookups[-1] == "miss"
+
+
+def test_options_exploration_and_a_new_snapshot_are_never_served_a_kept_ranking(cached, world, model):
+    service, lookups = cached
+    user = world.interactions["user_id"].iloc[0]
+    top = [i for i, _ in service.recommend(user, 5).items]
+    assert [i for i, _ in service.recommend(user, 5, exclude=[top[0]]).items] == top[1:] + \
+        [i for i, _ in service.recommend(user, 6).items][5:]
+    assert [i for i, _ in service.recommend(user, 5, items=top[::-1]).items] == top
+    features = world.item_features.groupby("item_id")["feature"].apply(set)
+    genre = sorted(features[top[1]])[0]
+    filtered = service.recommend(user, 5, filters=[[genre]]).items
+    assert filtered and all(genre in features[i] for i, _ in filtered)
+    assert lookups == ["miss", "miss"]  # n=5, then n=6; the restricted answers never looked
+    service.recommend(user, 5, exclude_seen=False)
+    service.recommend(user, 5)
+    assert lookups[-2:] == ["miss", "hit"]
+    service.holder.swap(ModelSnapshot(model, "v-test", time.time(), {}, model.prepare_items({}), {}))  # a refresh
+    service.recommend(user, 5)
+    assert lookups[-1] == "miss"
+    for n in range(1, 10):  # an entry keeps at most RESULT_CACHE_KEYS rankings
+        service.recommend(user, n)
+    from recommender.service import RESULT_CACHE_KEYS
+    assert 0 < len(service.users.get_user(user).memo) <= RESULT_CACHE_KEYS
+    exploring = replace(service.settings, exploration_rate=0.5)
+    service.lanes[0].settings = exploring
+    lookups.clear()
+    service.recommend(user, 5)
+    service.recommend(user, 5)
+    assert lookups == []

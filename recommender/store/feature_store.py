@@ -52,13 +52,16 @@ class UserRecord(tuple):
     the items the user interacted with, and those it gave a negative signal (weight <= 0). ``recent``
     maps the user's newest positive items to the time of the interaction (seconds; at most RECENT_ITEMS
     of them): what fold-in uses. It is carried beside the tuple, not in it, so that a record compares
-    (and unpacks) as its three sets.
+    (and unpacks) as its three sets. ``memo`` is None, or, on a record served by the user cache, the dict
+    that lives and dies with its cache entry: what the service keeps computed from this very record (its
+    ranking; see RESULT_CACHE), dropped whenever the entry is (a write to the user, a flush, eviction).
     """
 
     def __new__(cls, features: dict[str, float] | None, seen: set[str], negative: set[str],
-                recent: dict[str, float] | None = None) -> "UserRecord":
+                recent: dict[str, float] | None = None, memo: dict | None = None) -> "UserRecord":
         record = super().__new__(cls, (features, seen, negative))
         record.recent = {} if recent is None else recent
+        record.memo = memo
         return record
 
     features = property(lambda self: self[0], doc="feature name -> weight; None when never written")

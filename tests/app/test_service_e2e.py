@@ -131,23 +131,25 @@ def test_feature_put_changes_a_users_answer_at_once(env, world):
 
 
 def test_cached_users_see_writes_from_outside_the_service_at_once(env, world):
-    """Repeat requests are served from each worker's user cache, yet a write made straight to Redis by
-    another process (not through the service) shows in the very next answer of every worker."""
+    """Repeat requests are served from each worker's user cache (record and ranking), yet a write made
+    straight to Redis by another process (not through the service) shows in the very next answer of every
+    worker."""
     user = sorted(set(world.interactions["user_id"]), key=lambda u: int(u[1:]))[3]
     session = requests.Session()
 
     def top_items():
         return [i["item_id"] for i in session.get(f"{env.base}/recommend/{user}?n=5", timeout=5).json()["items"]]
 
-    def hits():
+    def hits(metric="reco_user_cache_lookups_total"):
         text = session.get(env.base + "/metrics", timeout=5).text
         return sum(float(line.split()[-1]) for line in text.splitlines()
-                   if line.startswith('reco_user_cache_lookups_total{result="hit"}'))
+                   if line.startswith(metric + '{result="hit"}'))
 
-    before = hits()
+    before, before_results = hits(), hits("reco_result_cache_lookups_total")
     answers = {tuple(top_items()) for _ in range(20)}
     assert len(answers) == 1
     assert hits() - before >= 10, "repeat requests were not served from the user cache"
+    assert hits("reco_result_cache_lookups_total") - before_results >= 10, "rankings were computed every time"
     for _ in range(3):
         top = top_items()[0]
         env.store.add_interactions([{"user_id": user, "item_id": top}])  # now seen: must leave the answer

@@ -6,8 +6,10 @@
   still be in a writer's buffer (:func:`recommendation_age`).
 - :class:`ImpressionWriter` takes impressions off the request path: ``add`` appends to a bounded
   in-process buffer (no I/O); a background thread writes whatever is buffered every ``interval`` seconds
-  (or at ``batch`` entries), one pipeline and one stream entry per ``batch`` answers (default 100: a
-  flush holds the interpreter, and so the request threads, for ~2 ms; recommender.store.impressions).
+  (or at ``batch`` entries), one pipeline and one stream entry per ``batch`` answers (default 100). Each
+  answer is serialised by the request thread that adds it, so that a flush holds the interpreter, and so
+  the request threads, only to join bytes and send them (serialising in the flush held it ~2 ms at a time;
+  recommender.store.impressions.PreparedImpression).
   ``stop`` writes what is left
   (a clean shutdown loses nothing). A crash loses at most what was buffered: ``interval`` seconds of
   answers, never more than ``capacity`` impressions; when Redis is down the buffer keeps the newest
@@ -75,7 +77,15 @@ class ImpressionWriter:
         self._thread: threading.Thread | None = None
 
     def add(self, impression: Impression) -> None:
-        """Buffer one impression (no I/O); the oldest is dropped (and counted) when the buffer is full."""
+        """Buffer one impression, serialised here by the calling thread (no I/O: see PreparedImpression); the
+        oldest is dropped (and counted) when the buffer is full."""
+        try:
+            impression = self.log.prepare(impression)
+        except Exception:  # noqa: BLE001 - the answer is given; its log entry must not fail the request
+            log.exception("impression %s could not be serialised; dropped", impression.recommendation_id)
+            with self._lock:
+                self.dropped += 1
+            return
         with self._lock:
             if len(self._buffer) >= self.capacity:
                 self._buffer.popleft()

@@ -114,6 +114,30 @@ def test_the_writer_does_no_io_on_add_keeps_a_bounded_buffer_and_flushes_on_stop
     assert stuck.flush() == 0 and stuck.dropped == 10 and len(stuck._buffer) == 20  # kept for the next attempt
 
 
+def test_answers_are_serialised_by_the_adding_thread_and_read_back_as_written(store):
+    """A flush must not hold the interpreter to serialise (the request-path tail): the writer's buffer holds
+    bytes, what is read back is what was answered, and an answer that cannot be serialised is dropped and
+    counted, never raised to the request."""
+    from recommender.store.impressions import PreparedImpression
+
+    log = ImpressionLog(store, max_entries=100, ttl=60)
+    writer = ImpressionWriter(log, interval=60, batch=3, capacity=100)
+    given = [impression(new_recommendation_id(), user=f"u{n}", items=("a", "b"), explored=[1] if n else [])
+             for n in range(5)]
+    for imp in given:
+        writer.add(imp)
+    assert all(isinstance(p, PreparedImpression) and isinstance(p.record, bytes) for p in writer._buffer)
+    writer.add(Impression(new_recommendation_id(), "u9", [("a", {"not": "a score"})], "personalized", "v1", "A"))
+    assert writer.dropped == 1 and len(writer._buffer) == 5
+    assert writer.flush() == 5
+    read = sorted(log.read(), key=lambda r: r["recommendation_id"])
+    assert [(r["recommendation_id"], r["user_id"], r["items"], r["explored"], r["explore_pool"], r["time"])
+            for r in read] == sorted((g.recommendation_id, g.user_id, [list(i) for i in g.items], g.explored,
+                                      g.explore_pool, g.time) for g in given)
+    assert [f.status for f in log.attribute([(given[1].recommendation_id, "u1", "b")])] == ["attributed"]
+    assert log.counters(time.time() - 3600, time.time() + 1)["imp:explored"] == 4
+
+
 def test_exploration_fills_slots_at_the_rate_with_eligible_items_reproducibly():
     world = make_world(300, 200, seed=3)
     model = LFMRecommender(no_components=8, random_state=0).fit(world.interactions, world.user_features,

@@ -34,7 +34,7 @@ import time
 import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import orjson
 
@@ -68,6 +68,19 @@ class Impression:
     explore_pool: int = 0
     time: float = field(default_factory=time.time)
     context: str = "user"
+
+
+class PreparedImpression(NamedTuple):
+    """An :class:`Impression` serialised by :meth:`ImpressionLog.prepare`: the thread that gave the answer
+    does this (~10 µs), so that a writer's flush only joins bytes and sends them. Serialising 100 answers in
+    the flush held the interpreter for ~2 ms at a time, during which no request thread of the process ran:
+    at saturation /recommend's p99 was 7.5-7.9 ms without the writer and 10-36 ms with it."""
+
+    recommendation_id: str
+    record: bytes  # the stream record: a JSON list of RECORD_FIELDS
+    bucket: str  # the attribution hash's key
+    attribution: bytes  # the attribution hash's field value (JSON)
+    counted: tuple  # (hour, strategy, variant, items, explored slots): what the counters add up
 
 
 @dataclass(frozen=True)
@@ -119,8 +132,19 @@ class ImpressionLog:
         return max(1, self.max_entries // len(partitioned)) if self.max_entries else None
 
     @store_errors
-    def write(self, impressions: Sequence[Impression]) -> None:
-        """Append impressions (one pipeline).
+    def prepare(self, imp: Impression) -> PreparedImpression:
+        """What :meth:`write` sends of one impression, serialised now (no I/O)."""
+        rid = imp.recommendation_id
+        record = orjson.dumps([rid, imp.user_id, [[i, round(s, 6)] for i, s in imp.items], imp.strategy,
+                               imp.model_version, imp.variant, imp.explored, imp.explore_pool, imp.time, imp.context])
+        # what attribution needs, no more (see IMPRESSION_TTL in the README)
+        attribution = orjson.dumps([imp.user_id, [i for i, _ in imp.items], imp.strategy, imp.variant, imp.explored,
+                                    imp.time])
+        return PreparedImpression(rid, record, self.store.keys.impression_bucket(rid), attribution,
+                                  (_hour(imp.time), imp.strategy, imp.variant, len(imp.items), len(imp.explored)))
+
+    def write(self, impressions: Sequence[Impression | PreparedImpression]) -> None:
+        """Append impressions, as given or already prepared (:meth:`prepare`), in one pipeline.
 
         Per batch, not per answer: one stream entry; one HSET per attribution hash touched (answers by
         10 s window and shard: keys.impression_bucket), with its EXPIREAT; the counters summed first, one
@@ -131,25 +155,19 @@ class ImpressionLog:
         if not impressions:
             return
         keys = self.store.keys
-        first = impressions[0].recommendation_id
+        prepared = [imp if isinstance(imp, PreparedImpression) else self.prepare(imp) for imp in impressions]
+        first = prepared[0].recommendation_id
         stream, shard = keys.impressions.key_of(first), _shard(first)
         # the cap counts entries, one per batch: about max_entries answers per partition set in all
-        cap = max(1, self.max_entries // (len(keys.impressions) * len(impressions))) if self.max_entries else None
-        records = []
+        cap = max(1, self.max_entries // (len(keys.impressions) * len(prepared))) if self.max_entries else None
         buckets: dict[str, dict[str, bytes]] = defaultdict(dict)
         expire_at: dict[str, int] = {}
         answers: Counter = Counter()  # (hour, strategy, variant, items, explored slots) -> answers
-        for imp in impressions:
-            rid = imp.recommendation_id
-            ids = [i for i, _ in imp.items]
-            records.append([rid, imp.user_id, [[i, round(s, 6)] for i, s in imp.items], imp.strategy,
-                            imp.model_version, imp.variant, imp.explored, imp.explore_pool, imp.time, imp.context])
-            bucket = keys.impression_bucket(rid)
-            # what attribution needs, no more (see IMPRESSION_TTL in the README)
-            buckets[bucket][rid] = orjson.dumps([imp.user_id, ids, imp.strategy, imp.variant, imp.explored, imp.time])
-            if bucket not in expire_at:
-                expire_at[bucket] = self._bucket_expiry(rid)
-            answers[(_hour(imp.time), imp.strategy, imp.variant, len(ids), len(imp.explored))] += 1
+        for imp in prepared:
+            buckets[imp.bucket][imp.recommendation_id] = imp.attribution
+            if imp.bucket not in expire_at:
+                expire_at[imp.bucket] = self._bucket_expiry(imp.recommendation_id)
+            answers[imp.counted] += 1
         totals: dict[str, Counter] = defaultdict(Counter)
         for (hour, strategy, variant, n, explored), count in answers.items():
             counts = totals[keys.stats(hour, shard)]
@@ -163,7 +181,8 @@ class ImpressionLog:
                 counts["imp:explored"] += explored * count
             counts["imp:slots"] += n * count
         with self.store.client.pipeline(transaction=False) as pipe:
-            pipe.xadd(stream, {"b": orjson.dumps(records)}, maxlen=cap, approximate=True)
+            pipe.xadd(stream, {"b": b"[" + b",".join(imp.record for imp in prepared) + b"]"}, maxlen=cap,
+                      approximate=True)
             for bucket, mapping in buckets.items():
                 pipe.hset(bucket, mapping=mapping)
                 pipe.expireat(bucket, expire_at[bucket])

@@ -15,6 +15,9 @@ waits round(16,000 / R) ms before each request, plus the answer's own time) so t
 saturation: at saturation a closed loop's latency is connections / throughput (Little's law), so there
 p99 follows the CPU cost of a request; at an equal moderate rate it shows what stalls would (a pause of
 the request threads lengthens every answer caught in it, whatever the load).
+``--result-cache off`` runs the tail check with RESULT_CACHE=false (every request computes its ranking;
+by default repeats of a user's request are answered from its user-cache entry, and the table says how
+often). The tail check also writes a PNG of both endpoints' p50 and p99 per pair.
 ``--bounds`` adds a bench-only variant at 16 connections (bench/bound_app.py) with the user record
 and the model's answer memoised: what Flask, parsing, metrics and JSON alone cost. Needs `wrk`
 (Debian: apt-get install wrk).
@@ -229,6 +232,36 @@ def write_tail(pairs: list[tuple[dict, dict]], args, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    plot_tail(pairs, args, out.with_suffix(".png"))
+
+
+def plot_tail(pairs: list[tuple[dict, dict]], args, path: Path) -> None:
+    """Per pair: both endpoints' p50 and p99, and the 2x-trivial-p99 line /recommend's p99 must stay under."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from benchlib import save_figure
+
+    x = list(range(1, len(pairs) + 1))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for k, (name, color) in enumerate((("trivial /ping", "#999999"), ("GET /recommend", "#1f77b4"))):
+        offset = [i + (k - 0.5) * 0.3 for i in x]
+        ax.bar(offset, [p[k]["p99"] for p in pairs], 0.3, color=color, alpha=0.85, label=f"{name} p99")
+        ax.plot(offset, [p[k]["p50"] for p in pairs], "_", color="black", ms=14, mew=2,
+                label="p50" if k else None)
+    ax.step([0.5] + [i + 0.5 for i in x], [2 * pairs[0][0]["p99"]] + [2 * p[0]["p99"] for p in pairs],
+            where="pre", color="red", ls="--", lw=1, label="2x trivial p99 (target for /recommend)")
+    load = f"paced, ~{args.rate:.0f} req/s" if args.rate > 0 else "saturation"
+    cache = "result cache " + args.result_cache
+    ax.set(xticks=x, xlabel="pair (trivial run, then /recommend run)", ylabel="latency (ms)",
+           title=f"Request-path tail: 16 connections, {load}, fold-in, {cache}")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    save_figure(fig, path, f"{time.strftime('%Y-%m-%d %H:%M')}; {os.cpu_count()} cores; gunicorn {args.workers}x"
+                           f"{args.threads}; {args.duration} s runs; demo world 3,000 x 2,000; "
+                           f"load {os.getloadavg()[0]:.1f}")
 
 
 def alternate(endpoints: list, repeat: int) -> list:

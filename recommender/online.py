@@ -32,7 +32,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
-from .store.impressions import Impression, ImpressionLog
+from .store.impressions import Impression, ImpressionLog, PreparedImpression
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,10 @@ class ImpressionWriter:
         self.log = log_
         self.interval = interval
         self.batch = batch
-        self._buffer: deque[Impression] = deque()
+        self._buffer: deque[PreparedImpression] = deque()
         self.capacity = capacity
-        self.dropped = 0
+        self.dropped = 0  # impressions the full buffer pushed out (Redis down)
+        self.unserialisable = 0  # answers that could not be serialised (dropped at add)
         self.written = 0
         self.on_written = on_written
         self._lock = threading.Lock()
@@ -82,9 +83,12 @@ class ImpressionWriter:
         try:
             impression = self.log.prepare(impression)
         except Exception:  # noqa: BLE001 - the answer is given; its log entry must not fail the request
-            log.exception("impression %s could not be serialised; dropped", impression.recommendation_id)
             with self._lock:
-                self.dropped += 1
+                self.unserialisable += 1
+                count = self.unserialisable
+            if count & (count - 1) == 0:  # the 1st, 2nd, 4th, 8th... (a systematic failure must not flood)
+                log.exception("impression %s could not be serialised; dropped (%d so far)",
+                              impression.recommendation_id, count)
             return
         with self._lock:
             if len(self._buffer) >= self.capacity:

@@ -222,7 +222,7 @@ class RecommendationService:
                 rid: str, context: str) -> Recommendation:
         """The Recommendation of a ranking, logged as an impression (buffered: no I/O here)."""
         answer = Recommendation(user_id, snap.version, ranking.strategy, degraded, list(ranking.items),
-                                list(ranking.unscorable), rid, lane.variant.name, list(ranking.explored))
+                                ranking.unscorable, rid, lane.variant.name, list(ranking.explored))
         if self.impressions is not None and answer.items:
             self.impressions.add(Impression(rid, user_id, answer.items, answer.strategy, snap.version,
                                             lane.variant.name, answer.explored, ranking.explore_pool,
@@ -282,19 +282,21 @@ class RecommendationService:
         kept = None if memo is None else memo.get(key)
         if memo is not None and self.hooks.on_result_cache is not None:
             self.hooks.on_result_cache("miss" if kept is None else "hit")
-        if kept is not None:
-            ranking = Ranking(list(kept[0]), kept[1], list(kept[2]), dict(kept[3]), kept[4])
+        if kept is not None:  # what is not the user's own (the catalogue's unscorable items) comes from the snapshot
+            ranking = Ranking(list(kept[0]), kept[1], list(snap.items.unscorable), approximate=kept[2])
         else:
             ranking = snap.model.rank(uid, n, user_features=features, item_features=snap.items,
                                       item_ids=candidates, exclude=skip, filters=groups,
                                       interactions=self._fold_in_items(lane, snap, uid, record), explore=explore,
                                       approximate=True)  # used only when the model was published with an index
             if memo is not None:
+                for old in [k for k in memo if k[1] != snap.serial]:  # computed from an older snapshot: dead
+                    memo.pop(old, None)
                 if len(memo) >= RESULT_CACHE_KEYS:  # an entry keeps a few option sets; older ones go at once
                     memo.clear()
-                # kept as tuples of atoms, which the garbage collector stops tracking (see UserCache)
-                memo[key] = (tuple(ranking.items), ranking.strategy, tuple(ranking.unscorable),
-                             tuple(ranking.ignored_features.items()), ranking.approximate)
+                # only the user's own answer (n items), as tuples of atoms: the garbage collector stops
+                # tracking those after a few collections (see UserCache)
+                memo[key] = (tuple(ranking.items), ranking.strategy, ranking.approximate)
         context = "restricted" if candidates is not None or groups else "user"
         return self._answer(lane, snap, uid, ranking, degraded, rid, context)
 
@@ -690,6 +692,8 @@ class RecommendationService:
                                 for lane in self.lanes}
         if self.impressions is not None and self.impressions.dropped:
             body["impressions_dropped"] = self.impressions.dropped
+        if self.impressions is not None and self.impressions.unserialisable:
+            body["impressions_unserialisable"] = self.impressions.unserialisable
         return body
 
 

@@ -40,7 +40,8 @@ class ModelSnapshot:
     recommendable: np.ndarray = field(repr=False, default=None)  # per known item: in the catalogue now
     # unique per snapshot in this process (a new version or a catalogue refresh): what results computed
     # from it are keyed by (RESULT_CACHE), without holding the snapshot itself
-    serial: int = field(default_factory=lambda: next(_SERIALS), compare=False)
+    # (init=False: dataclasses.replace draws a new one too)
+    serial: int = field(default_factory=lambda: next(_SERIALS), compare=False, init=False)
 
     @property
     def data_snapshot_at(self) -> float:

@@ -128,14 +128,29 @@ def test_answers_are_serialised_by_the_adding_thread_and_read_back_as_written(st
         writer.add(imp)
     assert all(isinstance(p, PreparedImpression) and isinstance(p.record, bytes) for p in writer._buffer)
     writer.add(Impression(new_recommendation_id(), "u9", [("a", {"not": "a score"})], "personalized", "v1", "A"))
-    assert writer.dropped == 1 and len(writer._buffer) == 5
+    assert (writer.unserialisable, writer.dropped, len(writer._buffer)) == (1, 0, 5)
     assert writer.flush() == 5
     read = sorted(log.read(), key=lambda r: r["recommendation_id"])
     assert [(r["recommendation_id"], r["user_id"], r["items"], r["explored"], r["explore_pool"], r["time"])
             for r in read] == sorted((g.recommendation_id, g.user_id, [list(i) for i in g.items], g.explored,
                                       g.explore_pool, g.time) for g in given)
+    assert [(r["strategy"], r["model_version"], r["variant"], r["context"]) for r in read] == \
+        [("personalized", "v1", "A", "user")] * 5
     assert [f.status for f in log.attribute([(given[1].recommendation_id, "u1", "b")])] == ["attributed"]
     assert log.counters(time.time() - 3600, time.time() + 1)["imp:explored"] == 4
+    mixed = [impression(new_recommendation_id(), user="m1"), log.prepare(impression(new_recommendation_id(),
+                                                                                   user="m2"))]
+    log.write(mixed)  # as given or prepared, in one batch
+    assert {r["user_id"] for r in log.read()} >= {"m1", "m2"}
+
+
+def test_an_impression_write_to_a_redis_that_is_down_is_the_store_error(key_prefix):
+    from recommender.errors import StoreUnavailableError
+
+    down = RedisFeatureStore.from_url(f"redis://127.0.0.1:{free_port()}/0", key_prefix, socket_timeout=0.2,
+                                      connect_timeout=0.2, retries=0)
+    with pytest.raises(StoreUnavailableError):
+        ImpressionLog(down).write([impression(new_recommendation_id())])
 
 
 def test_exploration_fills_slots_at_the_rate_with_eligible_items_reproducibly():

@@ -200,13 +200,36 @@ def test_options_exploration_and_a_new_snapshot_are_never_served_a_kept_ranking(
     service.holder.swap(ModelSnapshot(model, "v-test", time.time(), {}, model.prepare_items({}), {}))  # a refresh
     service.recommend(user, 5)
     assert lookups[-1] == "miss"
-    for n in range(1, 10):  # an entry keeps at most RESULT_CACHE_KEYS rankings
+    for n in range(1, 10):  # an entry keeps at most RESULT_CACHE_KEYS rankings, each only the user's answer
         service.recommend(user, n)
     from recommender.service import RESULT_CACHE_KEYS
-    assert 0 < len(service.users.get_user(user).memo) <= RESULT_CACHE_KEYS
+    memo = service.users.get_user(user).memo
+    assert 1 <= len(memo) <= RESULT_CACHE_KEYS and (service.lanes[0].variant.name, service.holder.snapshot.serial,
+                                                     9, True) in memo
+    assert all(len(kept[0]) == key[2] and all(isinstance(i, str) for i, _ in kept[0]) for key, kept in memo.items())
     exploring = replace(service.settings, exploration_rate=0.5)
     service.lanes[0].settings = exploring
     lookups.clear()
     service.recommend(user, 5)
     service.recommend(user, 5)
     assert lookups == []
+
+
+def test_a_catalogue_change_the_watcher_applies_is_never_answered_from_a_kept_ranking(cached, model):
+    """Deleting an item writes nothing of the user's (its cache entry stays): only the snapshot the watcher
+    swaps in, with its own serial, keeps the kept ranking from answering the deleted item."""
+    from recommender.serving import ModelWatcher, build_snapshot
+
+    service, lookups = cached
+    service.holder.swap(build_snapshot(service.store, model, "v-test"))
+    watcher = ModelWatcher(service.holder, service.store, service.settings.model_dir, 60)
+    user = model.uid_map.index[0]
+    top = [i for i, _ in service.recommend(user, 5).items]
+    assert [i for i, _ in service.recommend(user, 5).items] == top and lookups == ["miss", "hit"]
+    assert service.delete_item(top[0])["removed"]
+    watcher.check_once()
+    after = [i for i, _ in service.recommend(user, 5).items]
+    assert lookups[-1] == "miss" and top[0] not in after and after[:4] == top[1:]
+    service.recommend(user, 5)
+    memo = service.users.get_user(user).memo
+    assert lookups[-1] == "hit" and {key[1] for key in memo} == {service.holder.snapshot.serial}  # the dead one went

@@ -131,7 +131,6 @@ class ImpressionLog:
         """MAXLEN of each partition of a capped stream (None: uncapped)."""
         return max(1, self.max_entries // len(partitioned)) if self.max_entries else None
 
-    @store_errors
     def prepare(self, imp: Impression) -> PreparedImpression:
         """What :meth:`write` sends of one impression, serialised now (no I/O)."""
         rid = imp.recommendation_id
@@ -143,6 +142,7 @@ class ImpressionLog:
         return PreparedImpression(rid, record, self.store.keys.impression_bucket(rid), attribution,
                                   (_hour(imp.time), imp.strategy, imp.variant, len(imp.items), len(imp.explored)))
 
+    @store_errors
     def write(self, impressions: Sequence[Impression | PreparedImpression]) -> None:
         """Append impressions, as given or already prepared (:meth:`prepare`), in one pipeline.
 

@@ -179,9 +179,9 @@ class UserCache:
                 if answer is not None and self._trackers is not None and epoch == self._epoch \
                         and uid not in self._dirty:
                     answer.memo = {}  # the entry's memo: the caller may fill it from this record
-                    # tuples of strings, not frozensets: the collector stops tracking a tuple of atoms (and
-                    # then the entry) after one pass, while a set's every item is visited by every full
-                    # collection (3,000 users' seen items made them 20-54 ms stalls of the request threads)
+                    # tuples of strings, not frozensets: the collector stops tracking a tuple of atoms after
+                    # a collection or two, while a set's every item is visited by every full collection
+                    # (3,000 users' seen items made them 17-54 ms stalls of the request threads)
                     self._entries[uid] = (None if answer[0] is None else dict(answer[0]), tuple(answer[1]),
                                           tuple(answer[2]), dict(answer.recent), answer.memo)
                 if not left:

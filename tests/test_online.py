@@ -229,3 +229,26 @@ def test_a_claim_on_an_answer_whose_hash_expired_after_the_read_leaves_no_key_wi
     found = log.attribute([(rid, "u1", "b")])
     assert found[0].status == "attributed"
     assert store.client.exists(bucket) and 0 < store.client.ttl(bucket) <= 60 + 10 + 1
+
+
+def test_recommendation_ids_are_unique_across_forked_workers():
+    """Ids draw their random part from the process's generator: a forked worker must not repeat its parent's
+    draws (gunicorn forks every worker from one master)."""
+    import multiprocessing
+    import re
+
+    def draw(queue):
+        queue.put([new_recommendation_id()[12:] for _ in range(2000)])
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    children = [ctx.Process(target=draw, args=(queue,)) for _ in range(2)]
+    for child in children:
+        child.start()
+    drawn = [queue.get(timeout=30) for _ in children]
+    for child in children:
+        child.join(10)
+    mine = [new_recommendation_id()[12:] for _ in range(2000)]
+    everything = mine + drawn[0] + drawn[1]
+    assert len(set(everything)) == len(everything) == 6000
+    assert all(re.fullmatch(r"[0-9a-f]{20}", r) for r in everything)

@@ -71,12 +71,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class PortTaken(RuntimeError):
+    """redis-server could not listen: something took its port between the choice and the bind."""
+
+
+BIND_ATTEMPTS = 5  # ports tried in turn when a chosen one is taken before redis-server binds it
+
+
 class LocalRedis:
-    """A redis-server child process on 127.0.0.1; stop() (or the context manager) ends it."""
+    """A redis-server child process on 127.0.0.1; stop() (or the context manager) ends it.
+
+    Without ``port`` a free one is chosen, and another if it is taken before the server binds it (a
+    client's ephemeral port can land on it in between).
+    """
 
     def __init__(self, data_dir: str | os.PathLike, port: int | None = None, persist: bool = False,
                  extra_args: list[str] | None = None):
         self.data_dir = Path(data_dir)
+        self._chosen = port is None
         self.port = port or free_port()
         self.persist = persist
         self.extra_args = list(extra_args or [])
@@ -88,7 +100,17 @@ class LocalRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> "LocalRedis":
-        """Start the server and wait until it answers PING."""
+        """Start the server and wait until it answers PING (PortTaken if its given port is in use)."""
+        for attempt in range(BIND_ATTEMPTS):
+            try:
+                return self._start(timeout)
+            except PortTaken:
+                if not self._chosen or attempt == BIND_ATTEMPTS - 1:
+                    raise
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> "LocalRedis":
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
                 "--save", "", "--protected-mode", "yes", "--logfile", "redis.log"]
@@ -105,7 +127,8 @@ class LocalRedis:
                 err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
                 log = (self.data_dir / "redis.log")
                 tail = log.read_text(errors="replace")[-500:] if log.exists() else ""
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}: {err} {tail}")
+                kind = PortTaken if "Address already in use" in err + tail else RuntimeError
+                raise kind(f"redis-server exited with {self.process.returncode}: {err} {tail}")
             if _ping(self.port):
                 return self
             time.sleep(0.05)
@@ -129,8 +152,23 @@ class LocalRedis:
         self.stop()
 
 
+def _ephemeral_low() -> int | None:
+    """The first port of the kernel's ephemeral range (client connections' local ports), if known."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def free_cluster_port(low: int = 20000, high: int = 55535) -> int:
-    """A port below 55535 that is free together with port + 10000 (a cluster node's bus port)."""
+    """A port below 55535 that is free together with port + 10000 (a cluster node's bus port).
+
+    Both stay below the kernel's ephemeral range when it leaves room (Linux: 32768 up, so 20000-22767),
+    where no client connection can take them between this check and the server's bind.
+    """
+    ephemeral = _ephemeral_low()
+    if ephemeral is not None and ephemeral - 10000 - low >= 1000:
+        high = min(high, ephemeral - 10000)
     for _ in range(200):
         port = random.randrange(low, high)
         try:
@@ -169,12 +207,18 @@ class LocalRedisCluster:
         """Start the nodes, create the cluster, and wait until every node reports state ok."""
         try:
             for k in range(self.masters * (1 + self.replicas)):
-                port = free_cluster_port()
-                node = LocalRedis(self.data_dir / f"node-{port}", port=port, extra_args=[
-                    "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                    "--cluster-node-timeout", str(self.node_timeout),
-                    "--repl-diskless-sync-delay", "0"])  # replicas in sync at once, not after 5 s
-                self.nodes.append(node.start(timeout))
+                for attempt in range(BIND_ATTEMPTS):  # a port taken before the node binds it: another one
+                    port = free_cluster_port()
+                    node = LocalRedis(self.data_dir / f"node-{port}", port=port, extra_args=[
+                        "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                        "--cluster-node-timeout", str(self.node_timeout),
+                        "--repl-diskless-sync-delay", "0"])  # replicas in sync at once, not after 5 s
+                    try:
+                        self.nodes.append(node.start(timeout))
+                        break
+                    except PortTaken:
+                        if attempt == BIND_ATTEMPTS - 1:
+                            raise
             create = [redis_cli_binary(), "--cluster", "create",
                       *(f"127.0.0.1:{n.port}" for n in self.nodes),
                       "--cluster-replicas", str(self.replicas), "--cluster-yes"]

@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 
 def redis_server_binary() -> str:
@@ -81,15 +82,15 @@ BIND_ATTEMPTS = 5  # ports tried in turn when a chosen one is taken before redis
 class LocalRedis:
     """A redis-server child process on 127.0.0.1; stop() (or the context manager) ends it.
 
-    Without ``port`` a free one is chosen, and another if it is taken before the server binds it (a
-    client's ephemeral port can land on it in between).
+    Without ``port`` one is chosen by ``choose_port``, and another if it is taken before the server binds
+    it (a client's ephemeral port can land on it in between).
     """
 
     def __init__(self, data_dir: str | os.PathLike, port: int | None = None, persist: bool = False,
-                 extra_args: list[str] | None = None):
+                 extra_args: list[str] | None = None, choose_port: Callable[[], int] | None = None):
         self.data_dir = Path(data_dir)
-        self._chosen = port is None
-        self.port = port or free_port()
+        self._choose = None if port is not None else (choose_port or free_port)
+        self.port = port or self._choose()
         self.persist = persist
         self.extra_args = list(extra_args or [])
         self.process: subprocess.Popen | None = None
@@ -105,9 +106,9 @@ class LocalRedis:
             try:
                 return self._start(timeout)
             except PortTaken:
-                if not self._chosen or attempt == BIND_ATTEMPTS - 1:
+                if self._choose is None or attempt == BIND_ATTEMPTS - 1:
                     raise
-                self.port = free_port()
+                self.port = self._choose()
         raise AssertionError("unreachable")
 
     def _start(self, timeout: float) -> "LocalRedis":
@@ -207,18 +208,11 @@ class LocalRedisCluster:
         """Start the nodes, create the cluster, and wait until every node reports state ok."""
         try:
             for k in range(self.masters * (1 + self.replicas)):
-                for attempt in range(BIND_ATTEMPTS):  # a port taken before the node binds it: another one
-                    port = free_cluster_port()
-                    node = LocalRedis(self.data_dir / f"node-{port}", port=port, extra_args=[
-                        "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                        "--cluster-node-timeout", str(self.node_timeout),
-                        "--repl-diskless-sync-delay", "0"])  # replicas in sync at once, not after 5 s
-                    try:
-                        self.nodes.append(node.start(timeout))
-                        break
-                    except PortTaken:
-                        if attempt == BIND_ATTEMPTS - 1:
-                            raise
+                node = LocalRedis(self.data_dir / f"node-{k}", choose_port=free_cluster_port, extra_args=[
+                    "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                    "--cluster-node-timeout", str(self.node_timeout),
+                    "--repl-diskless-sync-delay", "0"])  # replicas in sync at once, not after 5 s
+                self.nodes.append(node.start(timeout))
             create = [redis_cli_binary(), "--cluster", "create",
                       *(f"127.0.0.1:{n.port}" for n in self.nodes),
                       "--cluster-replicas", str(self.replicas), "--cluster-yes"]

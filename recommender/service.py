@@ -221,8 +221,8 @@ class RecommendationService:
     def _answer(self, lane: Lane, snap: ModelSnapshot, user_id: str, ranking, degraded: bool,
                 rid: str, context: str) -> Recommendation:
         """The Recommendation of a ranking, logged as an impression (buffered: no I/O here)."""
-        answer = Recommendation(user_id, snap.version, ranking.strategy, degraded, list(ranking.items),
-                                ranking.unscorable, rid, lane.variant.name, list(ranking.explored))
+        answer = Recommendation(user_id, snap.version, ranking.strategy, degraded, ranking.items, ranking.unscorable,
+                                rid, lane.variant.name, list(ranking.explored))
         if self.impressions is not None and answer.items:
             self.impressions.add(Impression(rid, user_id, answer.items, answer.strategy, snap.version,
                                             lane.variant.name, answer.explored, ranking.explore_pool,
@@ -282,7 +282,8 @@ class RecommendationService:
         kept = None if memo is None else memo.get(key)
         if memo is not None and self.hooks.on_result_cache is not None:
             self.hooks.on_result_cache("miss" if kept is None else "hit")
-        if kept is not None:  # what is not the user's own (the catalogue's unscorable items) comes from the snapshot
+        if kept is not None:  # fresh lists (the kept tuples stay as they are); the catalogue's unscorable items
+            # are not the user's own: they come from the snapshot
             ranking = Ranking(list(kept[0]), kept[1], list(snap.items.unscorable), approximate=kept[2])
         else:
             ranking = snap.model.rank(uid, n, user_features=features, item_features=snap.items,
